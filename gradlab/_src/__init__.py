@@ -1,0 +1,1 @@
+"""Private helpers shared by every gradlab subpackage (typing, tree helpers, error messages)."""

@@ -1,0 +1,3 @@
+"""gradlab.attribution (under construction)."""
+
+__all__: list[str] = []

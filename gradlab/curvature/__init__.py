@@ -1,0 +1,3 @@
+"""gradlab.curvature (under construction)."""
+
+__all__: list[str] = []

@@ -1,0 +1,3 @@
+"""gradlab.data (under construction)."""
+
+__all__: list[str] = []

@@ -1,0 +1,3 @@
+"""gradlab.experiments (under construction)."""
+
+__all__: list[str] = []

@@ -1,0 +1,3 @@
+"""gradlab.models (under construction)."""
+
+__all__: list[str] = []

@@ -1,0 +1,3 @@
+"""gradlab.ntk (under construction)."""
+
+__all__: list[str] = []

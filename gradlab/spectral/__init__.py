@@ -1,0 +1,3 @@
+"""gradlab.spectral (under construction)."""
+
+__all__: list[str] = []

@@ -1,0 +1,3 @@
+"""gradlab.transforms (under construction)."""
+
+__all__: list[str] = []
