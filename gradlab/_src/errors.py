@@ -50,8 +50,7 @@ def out_of_range_message(
 ) -> str:
     """``num_matvecs=0 is out of range: expected 1 <= num_matvecs <= 4096``."""
     return (
-        f"{name}={value!r} is out of range: expected "
-        f"{_fmt_bound(lo, hi, name, lo_open, hi_open)}"
+        f"{name}={value!r} is out of range: expected {_fmt_bound(lo, hi, name, lo_open, hi_open)}"
     )
 
 
@@ -72,7 +71,10 @@ def structure_mismatch_message(name: str, got: Any, expected: Any) -> str:
 
     def describe(tree: Any) -> str:
         leaves, treedef = jax.tree_util.tree_flatten(tree)
-        shapes = [f"{getattr(x, 'dtype', type(x).__name__)}{list(getattr(x, 'shape', ()))}" for x in leaves]
+        shapes = [
+            f"{getattr(x, 'dtype', type(x).__name__)}{list(getattr(x, 'shape', ()))}"
+            for x in leaves
+        ]
         return f"{treedef} with leaves [{', '.join(shapes)}]"
 
     return (
@@ -169,7 +171,9 @@ def check_leading_axis(name: str, tree: Any) -> int:
     """
     leaves_with_path = jax.tree_util.tree_leaves_with_path(tree)
     if not leaves_with_path:
-        raise ValueError(f"{name} has no array leaves: expected a pytree of arrays with a leading example axis")
+        raise ValueError(
+            f"{name} has no array leaves: expected a pytree of arrays with a leading example axis"
+        )
     sizes = {}
     for path, leaf in leaves_with_path:
         shape = getattr(leaf, "shape", ())

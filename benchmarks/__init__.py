@@ -1,0 +1,1 @@
+"""Ratio benchmarks: ``python -m benchmarks.<name>`` prints JSON (see docs/performance.md)."""
