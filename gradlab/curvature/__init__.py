@@ -1,3 +1,20 @@
-"""gradlab.curvature (under construction)."""
+"""Matrix-free curvature operators on any params pytree.
 
-__all__: list[str] = []
+Every constructor returns a plain function ``matvec(v) -> Av`` on pytrees shaped like the
+params: the Hessian (:func:`hessian`), the generalised Gauss-Newton matrix (:func:`ggn`), the
+Monte-Carlo Fisher (:func:`fisher`) and the empirical Fisher (:func:`empirical_fisher`).
+:func:`dense` materialises a small operator.
+"""
+
+from gradlab.curvature._dense import dense
+from gradlab.curvature._ggn import ggn
+from gradlab.curvature._hessian import hessian
+from gradlab.curvature._losses import mse, softmax_cross_entropy
+
+__all__ = [
+    "dense",
+    "ggn",
+    "hessian",
+    "mse",
+    "softmax_cross_entropy",
+]

@@ -1,0 +1,73 @@
+"""Argument checks shared by the curvature constructors (private).
+
+Everything here runs in Python on static information (tree structures, shapes from
+``jax.eval_shape``), so a bad argument fails when the operator is built or on its first call,
+never deep inside XLA.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+
+from gradlab._src.errors import check_leading_axis, check_same_structure, check_scalar_output
+
+__all__ = [
+    "as_vector_like",
+    "check_callable",
+    "check_scalar_loss",
+    "num_examples",
+    "split_supervised_batch",
+]
+
+
+def check_callable(name: str, value: Any) -> None:
+    """Raise ``TypeError`` unless ``value`` is callable."""
+    if not callable(value):
+        raise TypeError(f"{name}={value!r} must be a callable, got {type(value).__name__}")
+
+
+def num_examples(name: str, batch: Any) -> int:
+    """Common leading (example) size of every leaf of ``batch`` (static int)."""
+    return check_leading_axis(name, batch)
+
+
+def split_supervised_batch(name: str, batch: Any) -> tuple[Any, Any]:
+    """Split ``batch = (inputs, targets)``; raise ``TypeError`` for anything else."""
+    if not isinstance(batch, (tuple, list)) or len(batch) != 2:
+        got = f"a {type(batch).__name__}"
+        if isinstance(batch, (tuple, list)):
+            got += f" of length {len(batch)}"
+        raise TypeError(
+            f"{name} must be a pair (inputs, targets) of pytrees sharing a leading example "
+            f"axis, got {got}"
+        )
+    return batch[0], batch[1]
+
+
+def check_scalar_loss(name: str, fn: Callable[..., Any], *args: Any) -> jax.ShapeDtypeStruct:
+    """Abstractly evaluate ``fn(*args)`` and require a real scalar output."""
+    out = jax.eval_shape(fn, *args)
+    if not isinstance(out, jax.ShapeDtypeStruct):
+        raise ValueError(
+            f"{name} must return a scalar array, but it returned a "
+            f"{type(out).__name__} pytree: {jax.tree_util.tree_structure(out)}"
+        )
+    check_scalar_output(name, out)
+    if not jnp.issubdtype(out.dtype, jnp.floating):
+        raise ValueError(f"{name} must return a real floating scalar, got dtype {out.dtype}")
+    return out
+
+
+def as_vector_like(v: Any, params: Any, name: str = "v") -> Any:
+    """Check that ``v`` has the structure and leaf shapes of ``params``; cast to its dtypes.
+
+    Raises:
+        TypeError: the tree structures differ.
+        ValueError: a leaf shape differs.
+    """
+    check_same_structure(name, v, params)
+    return jax.tree_util.tree_map(lambda x, p: jnp.asarray(x, dtype=jnp.result_type(p)), v, params)
