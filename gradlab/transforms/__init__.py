@@ -9,7 +9,13 @@ contract suite ``tests/transforms/test_contract.py``.
 # Two helpers edit this file at the same time: each edits ONLY its own block below.
 
 # --- transforms-A ---
-_A_NAMES: list[str] = []
+from gradlab.transforms._diffgrad import DiffGradState, diffgrad, scale_by_diffgrad
+
+_A_NAMES: list[str] = [
+    "DiffGradState",
+    "diffgrad",
+    "scale_by_diffgrad",
+]
 # --- end transforms-A ---
 
 # --- transforms-B ---

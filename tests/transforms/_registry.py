@@ -48,13 +48,16 @@ bf16_ok
 
 from __future__ import annotations
 
+import gradlab.transforms as gt
 from tests.transforms._registry_b import ROWS_B
 from tests.transforms._row import Ctx, Row, per_example_grads, per_task_grads
 
 __all__ = ["ALL_ROWS", "ROWS", "ROWS_BY_NAME", "Ctx", "Row", "per_example_grads", "per_task_grads"]
 
 # Rows of transforms-A (diffGrad, AdaBelief, gradient noise, adaptive memory, noise-adaptive LR).
-ROWS: list[Row] = []
+ROWS: list[Row] = [
+    Row("diffgrad", gt.diffgrad, 0.1, quadratic_tol=1e-3, rosenbrock_tol=0.1),
+]
 
 ALL_ROWS: list[Row] = [*ROWS, *ROWS_B]
 ROWS_BY_NAME: dict[str, Row] = {row.name: row for row in ALL_ROWS}
