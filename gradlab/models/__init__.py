@@ -7,7 +7,11 @@ from gradlab.models._losses import mse, softmax_cross_entropy
 from gradlab.models._mlp import MLP, TinyCNN, init_cnn, init_mlp
 
 # --- ntk helper block ---
-_NTK_NAMES: list[str] = []
+from gradlab.models._ntk_mlp import NTKMLP as NTKMLP
+from gradlab.models._ntk_mlp import NTKDense as NTKDense
+from gradlab.models._ntk_mlp import init_ntk_mlp as init_ntk_mlp
+
+_NTK_NAMES: list[str] = ["NTKDense", "NTKMLP", "init_ntk_mlp"]
 # --- end ntk helper block ---
 
 __all__ = ["MLP", "TinyCNN", "init_cnn", "init_mlp", "mse", "softmax_cross_entropy", *_NTK_NAMES]

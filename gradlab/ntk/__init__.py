@@ -1,3 +1,5 @@
-"""gradlab.ntk (under construction)."""
+"""gradlab.ntk: empirical NTK, the NTK as an operator, infinite-width kernels, kernel predictions."""
 
-__all__: list[str] = []
+from gradlab.ntk._infinite import Kernel, infinite_mlp
+
+__all__ = ["Kernel", "infinite_mlp"]
