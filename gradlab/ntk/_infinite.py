@@ -116,8 +116,9 @@ def infinite_mlp(
         >>> k = kernel_fn(x)
         >>> k.ntk.shape
         (2, 2)
-        >>> round(float(k.nngp[0, 0]), 6)  # sigma_w^2 = 2 preserves the ReLU variance
-        1.0
+        >>> # sigma_w^2 x.x/d = 2, and each ReLU halves what the next sigma_w^2 = 2 doubles
+        >>> round(float(k.nngp[0, 0]), 6)
+        2.0
 
     References:
         Jacot, Gabriel, Hongler (2018), Neural Tangent Kernel, https://arxiv.org/abs/1806.07572;
