@@ -156,7 +156,7 @@ def check_same_structure(name: str, value: Any, like: Any, *, check_dtype: bool 
     want_def = jax.tree_util.tree_structure(like)
     if got_def != want_def:
         raise TypeError(structure_mismatch_message(name, value, like))
-    for a, b in zip(jax.tree_util.tree_leaves(value), jax.tree_util.tree_leaves(like)):
+    for a, b in zip(jax.tree_util.tree_leaves(value), jax.tree_util.tree_leaves(like), strict=True):
         if tuple(getattr(a, "shape", ())) != tuple(getattr(b, "shape", ())):
             raise ValueError(structure_mismatch_message(name, value, like))
         if check_dtype and getattr(a, "dtype", None) != getattr(b, "dtype", None):

@@ -70,7 +70,7 @@ def tree_random_like(
     leaves, treedef = jax.tree_util.tree_flatten(like)
     keys = jax.random.split(key, max(len(leaves), 1))
     out = []
-    for k, leaf in zip(keys, leaves):
+    for k, leaf in zip(keys, leaves, strict=False):
         dtype = jnp.result_type(leaf)
         if distribution == "rademacher":
             out.append(jax.random.rademacher(k, jnp.shape(leaf), dtype=dtype))
