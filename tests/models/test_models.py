@@ -14,7 +14,9 @@ def _count(params):
     return sum(x.size for x in jax.tree_util.tree_leaves(params))
 
 
-@pytest.mark.parametrize(("sizes", "count"), [((64, 128, 128, 10), 26122), ((64, 512, 512, 10), 301066)])
+@pytest.mark.parametrize(
+    ("sizes", "count"), [((64, 128, 128, 10), 26122), ((64, 512, 512, 10), 301066)]
+)
 def test_mlp_param_counts_match_design(sizes, count):
     params, apply_fn = gl.models.init_mlp(jax.random.key(0), sizes)
     assert _count(params) == count
@@ -22,7 +24,9 @@ def test_mlp_param_counts_match_design(sizes, count):
 
 
 def test_mlp_relu_no_bias_and_bad_sizes():
-    params, apply_fn = gl.models.init_mlp(jax.random.key(0), (3, 4, 2), activation="relu", use_bias=False)
+    params, apply_fn = gl.models.init_mlp(
+        jax.random.key(0), (3, 4, 2), activation="relu", use_bias=False
+    )
     assert _count(params) == 3 * 4 + 4 * 2
     with pytest.raises(ValueError, match="sizes="):
         gl.models.init_mlp(jax.random.key(0), (3,))
