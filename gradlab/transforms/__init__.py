@@ -9,9 +9,13 @@ contract suite ``tests/transforms/test_contract.py``.
 # Two helpers edit this file at the same time: each edits ONLY its own block below.
 
 # --- transforms-A ---
+from gradlab.transforms._adabelief import AdaBeliefState, adabelief, scale_by_adabelief
 from gradlab.transforms._diffgrad import DiffGradState, diffgrad, scale_by_diffgrad
 
 _A_NAMES: list[str] = [
+    "AdaBeliefState",
+    "adabelief",
+    "scale_by_adabelief",
     "DiffGradState",
     "diffgrad",
     "scale_by_diffgrad",

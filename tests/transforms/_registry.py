@@ -56,7 +56,26 @@ __all__ = ["ALL_ROWS", "ROWS", "ROWS_BY_NAME", "Ctx", "Row", "per_example_grads"
 
 # Rows of transforms-A (diffGrad, AdaBelief, gradient noise, adaptive memory, noise-adaptive LR).
 ROWS: list[Row] = [
-    Row("diffgrad", gt.diffgrad, 0.1, quadratic_tol=1e-3, rosenbrock_tol=0.1),
+    Row("diffgrad", gt.diffgrad, 0.1, quadratic_tol=1e-6, rosenbrock_tol=0.03),
+    # The rectified warm-up is 5 plain momentum-SGD steps: Rosenbrock needs a small rate.
+    Row(
+        "adabelief-rectify-wd",
+        gt.adabelief,
+        0.1,
+        {"weight_decay": 1e-4},
+        static_hparams=("sma_threshold",),
+        rosenbrock_learning_rate=4e-3,
+        rosenbrock_steps=1500,
+        quadratic_tol=1e-6,
+    ),
+    Row(
+        "adabelief-plain",
+        gt.adabelief,
+        0.1,
+        {"rectify": False},
+        quadratic_tol=1e-6,
+        rosenbrock_tol=0.01,
+    ),
 ]
 
 ALL_ROWS: list[Row] = [*ROWS, *ROWS_B]
