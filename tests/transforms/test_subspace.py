@@ -1,0 +1,87 @@
+"""Numerics of random-subspace training: updates in span(P), theta - theta0 == P z."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+from jax.flatten_util import ravel_pytree
+
+from gradlab.transforms import random_subspace, random_subspace_basis, scale_by_random_subspace
+
+
+def _params():
+    return {"b": jnp.zeros(3), "w": jnp.ones((4, 5))}  # D = 23
+
+
+def _loss(p):
+    return (
+        jnp.sum(jnp.sin(p["w"]) ** 2)
+        + jnp.sum((p["b"] - 1.0) ** 2)
+        + jnp.sum(p["w"] @ jnp.arange(5.0))
+    )
+
+
+@pytest.mark.parametrize("projection", ["dense", "chunked"])
+def test_theta_minus_theta0_is_p_z(x64, key, projection):
+    lr, dim = 0.05, 6
+    params0 = _params()
+    opt = random_subspace(lr, dim, key=key, projection=projection, chunk_size=7)
+    p = np.asarray(random_subspace_basis(params0, dim, key=key, chunk_size=7))
+    state = opt.init(params0)
+    params = params0
+    for _ in range(5):
+        g = jax.grad(_loss)(params)
+        updates, state = opt.update(g, state)
+        flat_u = ravel_pytree(updates)[0]
+        flat_g = ravel_pytree(g)[0]
+        np.testing.assert_allclose(flat_u, -lr * p @ (p.T @ flat_g), rtol=1e-10, atol=1e-12)
+        params = optax.apply_updates(params, updates)
+    z = np.asarray(state[0].z)
+    delta = ravel_pytree(params)[0] - ravel_pytree(params0)[0]
+    np.testing.assert_allclose(delta, -lr * p @ z, rtol=1e-10, atol=1e-12)
+    # The update lies in span(P): its residual after least squares on P is zero.
+    coef, *_ = np.linalg.lstsq(p, np.asarray(delta), rcond=None)
+    np.testing.assert_allclose(p @ coef, delta, atol=1e-10)
+
+
+def test_chunked_equals_dense_and_columns_are_unit(x64, key):
+    params = _params()
+    g = jax.grad(_loss)(params)
+    outs = []
+    for projection in ("dense", "chunked"):
+        tx = scale_by_random_subspace(5, key=key, projection=projection, chunk_size=4)
+        u, state = tx.update(g, tx.init(params))
+        outs.append(ravel_pytree(u)[0])
+    np.testing.assert_allclose(outs[0], outs[1], rtol=1e-12, atol=1e-14)
+    p = random_subspace_basis(params, 5, key=key, chunk_size=4)
+    np.testing.assert_allclose(jnp.linalg.norm(p, axis=0), 1.0, rtol=1e-12)
+    assert state.basis is None and state.column_norms.shape == (5,)
+
+
+def test_inner_transform_acts_on_subspace_coordinates(x64, key):
+    params = _params()
+    dim = 4
+    p = random_subspace_basis(params, dim, key=key)
+    tx = scale_by_random_subspace(dim, key=key, inner=optax.scale_by_adam())
+    adam = optax.scale_by_adam()
+    state, adam_state = tx.init(params), adam.init(jnp.zeros(dim))
+    for _ in range(3):
+        g = jax.grad(_loss)(params)
+        u, state = tx.update(g, state)
+        step, adam_state = adam.update(p.T @ ravel_pytree(g)[0], adam_state)
+        np.testing.assert_allclose(ravel_pytree(u)[0], p @ step, rtol=1e-10, atol=1e-12)
+        params = optax.apply_updates(params, jax.tree.map(lambda x: -0.1 * x, u))
+
+
+def test_bad_input(key):
+    with pytest.raises(ValueError, match="'key'"):
+        scale_by_random_subspace(3)
+    with pytest.raises(ValueError, match="projection"):
+        scale_by_random_subspace(3, key=key, projection="fastfood")
+    with pytest.raises(ValueError, match="dim"):
+        scale_by_random_subspace(0, key=key)
+    with pytest.raises(ValueError, match="dim=30 is out of range"):
+        scale_by_random_subspace(30, key=key).init(_params())
