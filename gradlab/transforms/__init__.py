@@ -23,7 +23,35 @@ _A_NAMES: list[str] = [
 # --- end transforms-A ---
 
 # --- transforms-B ---
-_B_NAMES: list[str] = []
+from gradlab.transforms._dicesgd import DiceSGDState as DiceSGDState  # noqa: E402
+from gradlab.transforms._dicesgd import dicesgd as dicesgd  # noqa: E402
+from gradlab.transforms._dicesgd import scale_by_dicesgd as scale_by_dicesgd  # noqa: E402
+from gradlab.transforms._normalized_gd import NormalizedGDState as NormalizedGDState  # noqa: E402
+from gradlab.transforms._normalized_gd import normalized_gd as normalized_gd  # noqa: E402
+from gradlab.transforms._normalized_gd import scale_by_normalized_gd as scale_by_normalized_gd  # noqa: E402
+from gradlab.transforms._pcgrad import PCGradState as PCGradState  # noqa: E402
+from gradlab.transforms._pcgrad import pcgrad as pcgrad  # noqa: E402
+from gradlab.transforms._pcgrad import scale_by_pcgrad as scale_by_pcgrad  # noqa: E402
+from gradlab.transforms._subspace import RandomSubspaceState as RandomSubspaceState  # noqa: E402
+from gradlab.transforms._subspace import random_subspace as random_subspace  # noqa: E402
+from gradlab.transforms._subspace import random_subspace_basis as random_subspace_basis  # noqa: E402
+from gradlab.transforms._subspace import scale_by_random_subspace as scale_by_random_subspace  # noqa: E402
+
+_B_NAMES: list[str] = [
+    "DiceSGDState",
+    "NormalizedGDState",
+    "PCGradState",
+    "dicesgd",
+    "normalized_gd",
+    "pcgrad",
+    "scale_by_dicesgd",
+    "scale_by_normalized_gd",
+    "scale_by_pcgrad",
+    "RandomSubspaceState",
+    "random_subspace",
+    "random_subspace_basis",
+    "scale_by_random_subspace",
+]
 # --- end transforms-B ---
 
 __all__ = [*_A_NAMES, *_B_NAMES]
