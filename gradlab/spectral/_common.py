@@ -1,0 +1,155 @@
+"""Private helpers shared by the spectral algorithms: input checks, Gram-Schmidt, chunking."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax import lax
+
+from gradlab._src.tree import flat_matvec, tree_size
+
+__all__ = [
+    "BREAKDOWN_RTOL",
+    "check_callable",
+    "check_vector_like",
+    "chunked_moments",
+    "concrete_is_zero",
+    "eigh_high_precision",
+    "fresh_direction",
+    "orthogonalize",
+    "prepare",
+]
+
+#: Breakdown threshold of the Krylov methods, in machine epsilons of the working dtype, relative
+#: to the running estimate ``max_i ||A q_i||`` of the operator's norm.
+BREAKDOWN_RTOL = 100.0
+
+
+def check_callable(name: str, fn: Any) -> None:
+    """Raise ``TypeError`` if ``fn`` is not callable."""
+    if not callable(fn):
+        raise TypeError(f"{name}={fn!r} must be callable: a function matvec(v) -> Av")
+
+
+def check_vector_like(name: str, tree: Any) -> int:
+    """Check that ``tree`` is a non-empty pytree of real floating arrays; return its size."""
+    leaves = jax.tree_util.tree_leaves(tree)
+    if not leaves:
+        raise ValueError(f"{name} has no array leaves: expected a non-empty pytree of float arrays")
+    for leaf in leaves:
+        dtype = jnp.result_type(leaf)
+        if not jnp.issubdtype(dtype, jnp.floating):
+            raise TypeError(
+                f"{name} has a leaf of dtype {dtype}: expected real floating-point arrays"
+            )
+    size = tree_size(tree)
+    if size < 1:
+        raise ValueError(f"{name} has size 0: expected at least one entry")
+    return size
+
+
+def prepare(
+    matvec: Callable[[Any], Any], like: Any, name: str = "like"
+) -> tuple[Callable[[jax.Array], jax.Array], int, Any, Callable[[jax.Array], Any]]:
+    """Validate ``(matvec, like)`` and return ``(flat_mv, n, dtype, unravel)``.
+
+    The operator is evaluated abstractly once (``jax.eval_shape``) so a matvec whose output does
+    not have the structure of ``like`` fails here, with a clear message, before any tracing of
+    the algorithm.
+    """
+    from gradlab._src.errors import check_same_structure
+
+    check_callable("matvec", matvec)
+    check_vector_like(name, like)
+    out = jax.eval_shape(matvec, like)
+    try:
+        check_same_structure("matvec(like)", out, like)
+    except (TypeError, ValueError) as err:
+        raise type(err)(f"the operator's output must have the structure of {name}; {err}") from None
+    mv, n, dtype, unravel = flat_matvec(matvec, like)
+    return mv, n, dtype, unravel
+
+
+def concrete_is_zero(tree: Any) -> bool | None:
+    """True/False if every leaf of ``tree`` is concrete and all-zero / not; None if traced."""
+    try:
+        arrays = [np.asarray(leaf) for leaf in jax.tree_util.tree_leaves(tree)]
+    except (jax.errors.ConcretizationTypeError, jax.errors.TracerArrayConversionError):
+        return None
+    return not any(np.any(a != 0) for a in arrays)
+
+
+def orthogonalize(basis: jax.Array, w: jax.Array, passes: int = 2) -> tuple[jax.Array, jax.Array]:
+    """Classical Gram-Schmidt of ``w`` against the rows of ``basis``, ``passes`` times.
+
+    Written as ``(Q @ w) @ Q`` so that XLA reads the basis in place (no transpose copy).
+    Returns the orthogonalised vector and the accumulated coefficients ``Q w`` (shape ``(m,)``).
+    Zero rows of ``basis`` contribute nothing, so a partly filled buffer can be passed as is.
+    """
+    coeffs = jnp.zeros(basis.shape[0], w.dtype)
+    for _ in range(passes):
+        c = basis @ w
+        w = w - c @ basis
+        coeffs = coeffs + c
+    return w, coeffs
+
+
+def fresh_direction(basis: jax.Array) -> jax.Array:
+    """A unit vector orthogonal to the rows of ``basis`` (orthonormal, fewer rows than columns).
+
+    Deterministic: the coordinate vector ``e_j`` least represented in the span of the basis
+    (smallest column norm, at most ``rows / n``), orthogonalised twice against the basis.
+    """
+    colnorm = jnp.sum(basis * basis, axis=0)
+    j = jnp.argmin(colnorm)
+    e = jnp.zeros(basis.shape[1], basis.dtype).at[j].set(1.0)
+    e, _ = orthogonalize(basis, e, 2)
+    return e / jnp.linalg.norm(e)
+
+
+def eigh_high_precision(t: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """``eigh`` of a small symmetric matrix in float64 when x64 is enabled, else as given."""
+    wide = jnp.float64 if jax.config.jax_enable_x64 else t.dtype
+    vals, vecs = jnp.linalg.eigh(t.astype(wide))
+    return vals, vecs
+
+
+def chunked_moments(
+    fn: Callable[[jax.Array], Any], keys: jax.Array, chunk_size: int
+) -> tuple[Any, Any]:
+    """Sum and sum of squares of ``fn(key)`` over ``keys``, ``chunk_size`` keys at a time.
+
+    ``fn`` is vmapped inside a chunk and the chunks are scanned, so the peak memory is that of
+    ``chunk_size`` evaluations, not ``len(keys)``. A remainder chunk is handled separately.
+    """
+    num = keys.shape[0]
+    chunk_size = min(chunk_size, num)
+    num_full = num // chunk_size
+    batched = jax.vmap(fn)
+
+    def moments(ks):
+        vals = batched(ks)
+        s = jax.tree_util.tree_map(lambda v: jnp.sum(v, axis=0), vals)
+        s2 = jax.tree_util.tree_map(lambda v: jnp.sum(v * v, axis=0), vals)
+        return s, s2
+
+    full = keys[: num_full * chunk_size].reshape((num_full, chunk_size, *keys.shape[1:]))
+    shape = jax.eval_shape(lambda k: moments(k), full[0])
+    zero = jax.tree_util.tree_map(lambda x: jnp.zeros(x.shape, x.dtype), shape)
+
+    def body(carry, ks):
+        s, s2 = moments(ks)
+        acc = jax.tree_util.tree_map(jnp.add, carry, (s, s2))
+        return acc, None
+
+    (total, total2), _ = lax.scan(body, zero, full)
+    rest = num - num_full * chunk_size
+    if rest:
+        s, s2 = moments(keys[num_full * chunk_size :])
+        total = jax.tree_util.tree_map(jnp.add, total, s)
+        total2 = jax.tree_util.tree_map(jnp.add, total2, s2)
+    return total, total2
