@@ -11,8 +11,12 @@ contract suite ``tests/transforms/test_contract.py``.
 # --- transforms-A ---
 from gradlab.transforms._adabelief import AdaBeliefState, adabelief, scale_by_adabelief
 from gradlab.transforms._diffgrad import DiffGradState, diffgrad, scale_by_diffgrad
+from gradlab.transforms._gradient_noise import AnnealedNoiseState, annealed_noise, scale_by_annealed_noise
 
 _A_NAMES: list[str] = [
+    "AnnealedNoiseState",
+    "annealed_noise",
+    "scale_by_annealed_noise",
     "AdaBeliefState",
     "adabelief",
     "scale_by_adabelief",

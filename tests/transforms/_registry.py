@@ -48,6 +48,8 @@ bf16_ok
 
 from __future__ import annotations
 
+import jax
+
 import gradlab.transforms as gt
 from tests.transforms._registry_b import ROWS_B
 from tests.transforms._row import Ctx, Row, per_example_grads, per_task_grads
@@ -75,6 +77,28 @@ ROWS: list[Row] = [
         {"rectify": False},
         quadratic_tol=1e-6,
         rosenbrock_tol=0.01,
+    ),
+    Row(
+        "annealed-noise",
+        gt.annealed_noise,
+        0.05,
+        {"eta": 0.01, "key": jax.random.key(0)},
+        static_hparams=("key",),
+        rosenbrock_learning_rate=1e-3,
+        rosenbrock_steps=2000,
+        quadratic_tol=1e-4,
+        rosenbrock_tol=0.03,
+    ),
+    Row(
+        "annealed-noise-param-rms",
+        gt.annealed_noise,
+        0.05,
+        {"eta": 0.01, "key": jax.random.key(0), "relative_to": "param_rms"},
+        static_hparams=("key",),
+        rosenbrock_learning_rate=1e-3,
+        rosenbrock_steps=2000,
+        quadratic_tol=1e-4,
+        rosenbrock_tol=0.03,
     ),
 ]
 
