@@ -6,15 +6,25 @@ Monte-Carlo Fisher (:func:`fisher`) and the empirical Fisher (:func:`empirical_f
 :func:`dense` materialises a small operator.
 """
 
+from gradlab.curvature._accumulate import over_batches, stream
+from gradlab.curvature._blocks import Block, param_paths, restrict
 from gradlab.curvature._dense import dense
+from gradlab.curvature._fisher import empirical_fisher, fisher
 from gradlab.curvature._ggn import ggn
 from gradlab.curvature._hessian import hessian
 from gradlab.curvature._losses import mse, softmax_cross_entropy
 
 __all__ = [
+    "Block",
     "dense",
+    "empirical_fisher",
+    "fisher",
     "ggn",
     "hessian",
     "mse",
+    "over_batches",
+    "param_paths",
+    "restrict",
     "softmax_cross_entropy",
+    "stream",
 ]

@@ -36,19 +36,20 @@ class Problem(NamedTuple):
 
 
 def make_problem(kind: str, key, n: int = 6) -> Problem:
-    """A flax linen MLP (3 -> 5 -> 4) or CNN ((5, 5, 1) -> 3) in float64, used via ``apply``."""
+    """A flax linen MLP (3 -> 5 -> 4) or CNN ((5, 5, 1) -> 3), used through ``apply``."""
     k1, k2, k3, k4 = jax.random.split(key, 4)
+    dtype = jnp.result_type(float)  # float64 under the x64 fixture, float32 otherwise
     if kind == "mlp":
-        module, x = TinyMLP(), jax.random.normal(k1, (n, 3), jnp.float64)
+        module, x = TinyMLP(), jax.random.normal(k1, (n, 3), dtype)
     elif kind == "cnn":
-        module, x = TinyCNN(), jax.random.normal(k1, (n, 5, 5, 1), jnp.float64)
+        module, x = TinyCNN(), jax.random.normal(k1, (n, 5, 5, 1), dtype)
     else:
         raise ValueError(kind)
     params = module.init(k2, x[:1])
-    params = jax.tree_util.tree_map(lambda p: p.astype(jnp.float64), params)
+    params = jax.tree_util.tree_map(lambda p: p.astype(dtype), params)
     out = module.apply(params, x)
     labels = jax.random.randint(k3, (n,), 0, out.shape[-1])
-    targets = jax.random.normal(k4, out.shape, jnp.float64)
+    targets = jax.random.normal(k4, out.shape, dtype)
     return Problem(params, module.apply, x, labels, targets)
 
 

@@ -11,8 +11,7 @@ import gradlab as gl
 from tests.curvature._problems import ce_loss_fn, dense_hessian, make_problem, rel_err
 
 
-@pytest.mark.parametrize("kind", ["mlp", "cnn"])
-@pytest.mark.parametrize("linearize", [False, True])
+@pytest.mark.parametrize(("kind", "linearize"), [("mlp", False), ("mlp", True), ("cnn", False)])
 def test_hessian_matches_dense(x64, key, kind, linearize):
     pb = make_problem(kind, key)
     loss_fn, batch = ce_loss_fn(pb), (pb.inputs, pb.labels)

@@ -1,0 +1,231 @@
+"""Fisher information operators: Monte-Carlo (sampled labels) and empirical (data labels)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, Literal
+
+import jax
+import jax.numpy as jnp
+
+from gradlab._src.errors import check_choice, check_int
+from gradlab._src.typing import Batch, MatVec, Params, PRNGKey
+from gradlab.curvature._checks import (
+    as_vector_like,
+    check_callable,
+    check_scalar_loss,
+    num_examples,
+    split_supervised_batch,
+)
+from gradlab.curvature._ggn import gauss_newton_matvec
+
+__all__ = ["empirical_fisher", "fisher"]
+
+LIKELIHOODS = ("categorical", "gaussian")
+
+
+def _check_key(key: Any) -> None:
+    if key is None:
+        raise ValueError(
+            "fisher() requires the argument 'key' (a jax.random.key) to sample labels, but it "
+            "was not given"
+        )
+    shape = getattr(key, "shape", None)
+    is_typed = hasattr(key, "dtype") and jnp.issubdtype(key.dtype, jax.dtypes.prng_key)
+    if shape is None or not ((is_typed and shape == ()) or (not is_typed and tuple(shape) == (2,))):
+        raise TypeError(
+            f"key={key!r} must be a single PRNG key (jax.random.key(...) or "
+            "jax.random.PRNGKey(...)), not a batch of keys or another value"
+        )
+
+
+def _categorical_operator(key: PRNGKey, num_samples: int) -> Callable[[Any], Any]:
+    def output_operator(logits: jax.Array) -> Callable[[jax.Array], jax.Array]:
+        positions = logits.size // logits.shape[-1]
+        p = jax.nn.softmax(logits, axis=-1)
+        labels = jax.random.categorical(
+            key, logits, axis=-1, shape=(num_samples, *logits.shape[:-1])
+        )
+        r = p - jax.nn.one_hot(labels, logits.shape[-1], dtype=logits.dtype)  # d(-log p)/dz
+        r = jax.lax.stop_gradient(r)
+
+        def apply(u: jax.Array) -> jax.Array:
+            s = jnp.sum(r * u, axis=-1, keepdims=True)
+            return jnp.sum(r * s, axis=0) / (num_samples * positions)
+
+        return apply
+
+    return output_operator
+
+
+def _gaussian_operator(key: PRNGKey, num_samples: int) -> Callable[[Any], Any]:
+    def output_operator(outputs: jax.Array) -> Callable[[jax.Array], jax.Array]:
+        n = outputs.shape[0]
+        # y = f + eps with eps ~ N(0, I): the score d(-log p)/df = f - y = -eps.
+        eps = jax.random.normal(key, (num_samples, *outputs.shape), outputs.dtype)
+        axes = tuple(range(2, eps.ndim))
+
+        def apply(u: jax.Array) -> jax.Array:
+            s = jnp.sum(eps * u, axis=axes, keepdims=True)
+            return jnp.sum(eps * s, axis=0) / (num_samples * n)
+
+        return apply
+
+    return output_operator
+
+
+def fisher(
+    model_fn: Callable[[Params, Any], Any],
+    params: Params,
+    batch: Batch,
+    *,
+    key: PRNGKey,
+    likelihood: Literal["categorical", "gaussian"] = "categorical",
+    num_samples: int = 1,
+) -> MatVec:
+    r"""Monte-Carlo Fisher information with labels sampled from the model.
+
+    With :math:`f_n = \mathrm{model\_fn}(\theta, x_n)`, :math:`S` = ``num_samples`` labels
+    :math:`y_{ns} \sim p(y \mid f_n)` and scores :math:`r_{ns} = \nabla_f [-\log p(y_{ns}
+    \mid f_n)]`,
+
+    .. math:: \hat F v = \frac{1}{N S} \sum_{n, s} J_n^\top r_{ns} r_{ns}^\top J_n v .
+
+    Its expectation over the samples is the true Fisher
+    :math:`\frac1N \sum_n J_n^\top \mathbb{E}[r r^\top] J_n`, which for these likelihoods equals
+    the GGN of the matching mean loss: ``"categorical"`` (logits ``(..., C)``, one categorical
+    per position, normalised by the number of positions) matches :func:`ggn` with
+    :func:`softmax_cross_entropy`, and ``"gaussian"`` (unit variance, mean ``f``, normalised by
+    the leading size ``N``) matches :func:`ggn` with :func:`mse`. The labels are drawn once
+    per ``key``: the returned operator is a fixed symmetric PSD matrix of rank at most
+    ``N * S``, and one product costs a forward pass, a JVP and a VJP (like :func:`ggn`).
+
+    Args:
+        model_fn: ``model_fn(params, inputs) -> outputs`` (logits for ``"categorical"``).
+        params: point at which the Fisher is taken.
+        batch: ``(inputs, targets)``, the same pair :func:`ggn` takes so that the two can be
+            swapped; ``targets`` are not used (labels are sampled) and may be ``None``.
+        key: PRNG key for the sampled labels (required).
+        likelihood: ``"categorical"`` or ``"gaussian"``.
+        num_samples: labels sampled per example (``>= 1``).
+
+    Returns:
+        ``matvec(v) -> Fv``, pytrees shaped like ``params``; jit/vmap-compatible.
+
+    Raises:
+        ValueError: unknown ``likelihood``, ``num_samples < 1``, missing ``key``, batch leaves
+            with different leading sizes, or (first call) a ``v`` leaf with the wrong shape.
+        TypeError: ``batch`` is not a pair, ``num_samples`` is not an int, ``key`` is not a
+            single key, or (first call) ``v`` has a different structure from ``params``.
+
+    Examples:
+        >>> import jax, jax.numpy as jnp
+        >>> import gradlab as gl
+        >>> def model_fn(w, x):
+        ...     return x @ w
+        >>> x = jnp.array([[1.0, 0.0], [1.0, 2.0]]); w = jnp.zeros((2, 3))
+        >>> fv = gl.curvature.fisher(model_fn, w, (x, None), key=jax.random.key(0),
+        ...                          num_samples=4)
+        >>> fv(jnp.ones((2, 3))).shape
+        (2, 3)
+
+    References:
+        Martens, "New insights and perspectives on the natural gradient method", JMLR 2020,
+        https://arxiv.org/abs/1412.1193. Kunstner, Balles, Hennig, "Limitations of the
+        empirical Fisher approximation", NeurIPS 2019, https://arxiv.org/abs/1905.12558.
+    """
+    check_callable("model_fn", model_fn)
+    check_choice("likelihood", likelihood, LIKELIHOODS)
+    num_samples = check_int("num_samples", num_samples, 1)
+    _check_key(key)
+    inputs, _ = split_supervised_batch("batch", batch)
+    num_examples("batch", batch)
+    out = jax.eval_shape(model_fn, params, inputs)
+    if not isinstance(out, jax.ShapeDtypeStruct) or not jnp.issubdtype(out.dtype, jnp.floating):
+        raise ValueError(
+            f"model_fn must return one floating array for likelihood={likelihood!r}, got {out}"
+        )
+    if likelihood == "categorical":
+        if out.ndim < 1:
+            raise ValueError(
+                f"likelihood='categorical' needs logits with a class axis, got shape {out.shape}"
+            )
+        operator = _categorical_operator(key, num_samples)
+    else:
+        if out.ndim < 1:
+            raise ValueError(
+                f"likelihood='gaussian' needs outputs with a leading example axis, got shape "
+                f"{out.shape}"
+            )
+        operator = _gaussian_operator(key, num_samples)
+    return gauss_newton_matvec(model_fn, params, inputs, operator)
+
+
+def empirical_fisher(
+    loss_fn: Callable[[Params, Batch], jax.Array],
+    params: Params,
+    batch: Batch,
+) -> MatVec:
+    r"""Empirical Fisher: the mean outer product of per-example gradients.
+
+    .. math:: F_{\mathrm{emp}} v = \frac{1}{N} \sum_{n=1}^{N} g_n (g_n^\top v),
+        \qquad g_n = \nabla_\theta\, \mathrm{loss\_fn}(\theta, B_n),
+
+    where :math:`B_n` is example ``n`` as a batch of size 1 of the same ``loss_fn``. The
+    products :math:`g_n^\top v` come from one vmapped JVP of the per-example losses, and
+    :math:`\sum_n c_n g_n` from the transpose of the same linearisation (a VJP), so the
+    ``(N, P)`` matrix of per-example gradients is never materialised: memory is that of one
+    batched forward/backward pass. Unlike :func:`fisher`, it uses the data labels, so it is
+    not the Fisher in general (see Kunstner et al.).
+
+    Args:
+        loss_fn: ``loss_fn(params, batch) -> scalar``, written for a batch (it is called on
+            batches of size 1).
+        params: point at which the gradients are taken.
+        batch: any pytree of arrays sharing a leading example axis.
+
+    Returns:
+        ``matvec(v) -> F_emp v``, pytrees shaped like ``params``; jit/vmap-compatible.
+
+    Raises:
+        ValueError: ``loss_fn`` does not return a real scalar (on the full batch or a batch of
+            one), batch leaves with different leading sizes, or (first call) a ``v`` leaf with
+            the wrong shape.
+        TypeError: ``loss_fn`` is not callable, or (first call) ``v`` has a different
+            structure from ``params``.
+
+    Examples:
+        >>> import jax.numpy as jnp
+        >>> import gradlab as gl
+        >>> def loss_fn(w, x):
+        ...     return jnp.mean(x @ w)  # per-example gradient g_n = x_n
+        >>> x = jnp.array([[1.0, 0.0], [1.0, 2.0]])
+        >>> gl.curvature.dense(gl.curvature.empirical_fisher(loss_fn, jnp.zeros(2), x),
+        ...                    jnp.zeros(2))  # (x^T x) / N
+        Array([[1., 1.],
+               [1., 2.]], dtype=float32)
+
+    References:
+        Kunstner, Balles, Hennig, "Limitations of the empirical Fisher approximation",
+        NeurIPS 2019, https://arxiv.org/abs/1905.12558.
+    """
+    check_callable("loss_fn", loss_fn)
+    n = num_examples("batch", batch)
+    check_scalar_loss("loss_fn", loss_fn, params, batch)
+    one = jax.tree_util.tree_map(lambda a: jax.ShapeDtypeStruct((1, *a.shape[1:]), a.dtype), batch)
+    check_scalar_loss("loss_fn (on a batch of one example)", loss_fn, params, one)
+
+    def per_example_losses(p: Params) -> jax.Array:
+        def single(example: Any) -> jax.Array:
+            return loss_fn(p, jax.tree_util.tree_map(lambda a: a[None], example))
+
+        return jax.vmap(single)(batch)
+
+    def matvec(v: Any) -> Any:
+        v = as_vector_like(v, params)
+        losses, jvp_fn = jax.linearize(per_example_losses, params)
+        coeffs = jvp_fn(v) / n  # g_n . v / N, shape (N,)
+        (out,) = jax.linear_transpose(jvp_fn, params)(coeffs.astype(losses.dtype))
+        return out
+
+    return matvec
