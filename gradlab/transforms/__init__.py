@@ -10,6 +10,7 @@ contract suite ``tests/transforms/test_contract.py``.
 
 # --- transforms-A ---
 from gradlab.transforms._adabelief import AdaBeliefState, adabelief, scale_by_adabelief
+from gradlab.transforms._adaptive_memory import AdaptiveMemoryState, am_adamw, am_sgd, scale_by_adaptive_memory
 from gradlab.transforms._diffgrad import DiffGradState, diffgrad, scale_by_diffgrad
 from gradlab.transforms._gradient_noise import AnnealedNoiseState, annealed_noise, scale_by_annealed_noise
 
@@ -20,6 +21,10 @@ _A_NAMES: list[str] = [
     "AdaBeliefState",
     "adabelief",
     "scale_by_adabelief",
+    "AdaptiveMemoryState",
+    "am_adamw",
+    "am_sgd",
+    "scale_by_adaptive_memory",
     "DiffGradState",
     "diffgrad",
     "scale_by_diffgrad",

@@ -56,6 +56,11 @@ from tests.transforms._row import Ctx, Row, per_example_grads, per_task_grads
 
 __all__ = ["ALL_ROWS", "ROWS", "ROWS_BY_NAME", "Ctx", "Row", "per_example_grads", "per_task_grads"]
 
+
+def _value(ctx: Ctx) -> dict:
+    return {"value": ctx.value}
+
+
 # Rows of transforms-A (diffGrad, AdaBelief, gradient noise, adaptive memory, noise-adaptive LR).
 ROWS: list[Row] = [
     Row("diffgrad", gt.diffgrad, 0.1, quadratic_tol=1e-6, rosenbrock_tol=0.03),
@@ -99,6 +104,28 @@ ROWS: list[Row] = [
         rosenbrock_steps=2000,
         quadratic_tol=1e-4,
         rosenbrock_tol=0.03,
+    ),
+    Row(
+        "am-sgd",
+        gt.am_sgd,
+        0.2,
+        {"lam": 0.1},
+        extra_args_fn=_value,
+        required_extra_args=("value",),
+        rosenbrock_learning_rate=1e-3,
+        rosenbrock_steps=2000,
+        quadratic_tol=1e-10,
+        rosenbrock_tol=0.03,
+    ),
+    Row(
+        "am-adamw",
+        gt.am_adamw,
+        0.1,
+        {"weight_decay": 1e-4},
+        extra_args_fn=_value,
+        required_extra_args=("value",),
+        quadratic_tol=1e-6,
+        rosenbrock_tol=1e-3,
     ),
 ]
 
