@@ -10,16 +10,18 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
+from gradlab._src.errors import check_same_structure
 from gradlab._src.tree import flat_matvec, tree_size
 
 __all__ = [
     "BREAKDOWN_RTOL",
     "check_callable",
     "check_vector_like",
-    "chunked_moments",
+    "chunked_mean_var",
     "concrete_is_zero",
     "eigh_high_precision",
     "fresh_direction",
+    "map_rows",
     "orthogonalize",
     "prepare",
 ]
@@ -61,8 +63,6 @@ def prepare(
     not have the structure of ``like`` fails here, with a clear message, before any tracing of
     the algorithm.
     """
-    from gradlab._src.errors import check_same_structure
-
     check_callable("matvec", matvec)
     check_vector_like(name, like)
     out = jax.eval_shape(matvec, like)
@@ -118,38 +118,60 @@ def eigh_high_precision(t: jax.Array) -> tuple[jax.Array, jax.Array]:
     return vals, vecs
 
 
-def chunked_moments(
+def chunked_mean_var(
     fn: Callable[[jax.Array], Any], keys: jax.Array, chunk_size: int
 ) -> tuple[Any, Any]:
-    """Sum and sum of squares of ``fn(key)`` over ``keys``, ``chunk_size`` keys at a time.
+    """Mean and unbiased variance (``ddof=1``) of ``fn(key)`` over ``keys``, chunk by chunk.
 
-    ``fn`` is vmapped inside a chunk and the chunks are scanned, so the peak memory is that of
-    ``chunk_size`` evaluations, not ``len(keys)``. A remainder chunk is handled separately.
+    ``fn`` is vmapped inside a chunk of ``chunk_size`` keys and the chunks are scanned, so peak
+    memory is that of ``chunk_size`` evaluations, not ``len(keys)``; a remainder chunk is
+    handled separately. Chunk statistics are merged with Chan et al.'s pairwise update, which
+    stays accurate when the variance is small relative to the mean (no ``E[x^2] - E[x]^2``).
     """
     num = keys.shape[0]
-    chunk_size = min(chunk_size, num)
+    chunk_size = max(1, min(chunk_size, num))
     num_full = num // chunk_size
     batched = jax.vmap(fn)
 
-    def moments(ks):
+    def chunk_stats(ks):
         vals = batched(ks)
-        s = jax.tree_util.tree_map(lambda v: jnp.sum(v, axis=0), vals)
-        s2 = jax.tree_util.tree_map(lambda v: jnp.sum(v * v, axis=0), vals)
-        return s, s2
+        mean = jax.tree_util.tree_map(lambda v: jnp.mean(v, axis=0), vals)
+        m2 = jax.tree_util.tree_map(lambda v, mu: jnp.sum((v - mu) ** 2, axis=0), vals, mean)
+        return mean, m2
+
+    def merge(acc, count_a, stats, count_b):
+        mean_a, m2_a = acc
+        mean_b, m2_b = stats
+        total = count_a + count_b
+        delta = jax.tree_util.tree_map(jnp.subtract, mean_b, mean_a)
+        mean = jax.tree_util.tree_map(lambda a, d: a + d * (count_b / total), mean_a, delta)
+        m2 = jax.tree_util.tree_map(
+            lambda x, y, d: x + y + d * d * (count_a * count_b / total), m2_a, m2_b, delta
+        )
+        return mean, m2
 
     full = keys[: num_full * chunk_size].reshape((num_full, chunk_size, *keys.shape[1:]))
-    shape = jax.eval_shape(lambda k: moments(k), full[0])
-    zero = jax.tree_util.tree_map(lambda x: jnp.zeros(x.shape, x.dtype), shape)
+    first = chunk_stats(full[0])
 
-    def body(carry, ks):
-        s, s2 = moments(ks)
-        acc = jax.tree_util.tree_map(jnp.add, carry, (s, s2))
-        return acc, None
+    def body(carry, xs):
+        ks, index = xs
+        count_a = (index + 1.0) * chunk_size
+        return merge(carry, count_a, chunk_stats(ks), float(chunk_size)), None
 
-    (total, total2), _ = lax.scan(body, zero, full)
+    acc, _ = lax.scan(body, first, (full[1:], jnp.arange(num_full - 1)))
     rest = num - num_full * chunk_size
     if rest:
-        s, s2 = moments(keys[num_full * chunk_size :])
-        total = jax.tree_util.tree_map(jnp.add, total, s)
-        total2 = jax.tree_util.tree_map(jnp.add, total2, s2)
-    return total, total2
+        acc = merge(
+            acc,
+            float(num_full * chunk_size),
+            chunk_stats(keys[num_full * chunk_size :]),
+            float(rest),
+        )
+    mean, m2 = acc
+    var = jax.tree_util.tree_map(lambda x: x / max(num - 1, 1), m2)
+    return mean, var
+
+
+def map_rows(fn: Callable[[jax.Array], jax.Array], rows: jax.Array, chunk_size: int) -> jax.Array:
+    """``fn`` applied to every row of ``rows`` (vmapped within chunks, scanned across them)."""
+    return lax.map(fn, rows, batch_size=max(1, min(chunk_size, rows.shape[0])))
