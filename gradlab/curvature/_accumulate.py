@@ -70,7 +70,7 @@ def over_batches(operator: OperatorFn, batches: Batch, *, remainder: Batch | Non
     """
     check_callable("operator", operator)
     num_batches = check_leading_axis("batches", batches)
-    first = jax.tree_util.tree_map(lambda a: a[0], batches)
+    first = jax.tree_util.tree_map(lambda a: jax.ShapeDtypeStruct(a.shape[1:], a.dtype), batches)
     batch_size = check_leading_axis("batches (each stacked batch, axis 1)", first)
     total = num_batches * batch_size
     n_rem = 0

@@ -34,7 +34,7 @@ def test_hessian_single_product_and_structure(x64, key):
 
 
 def test_linearize_and_jvp_agree_under_jit(x64, key):
-    pb = make_problem("cnn", key)
+    pb = make_problem("mlp", key)
     loss_fn = ce_loss_fn(pb)
     v = gl._src.tree.tree_random_like(jax.random.key(2), pb.params, "normal")
 

@@ -95,11 +95,38 @@ def test_linear_symmetric_jit_vmap(x64, name, kind):
     )
 
 
-def test_float32_operators_run_under_jit():
-    """Default float32 flax MLP: every operator runs jitted and returns finite float32."""
-    params, apply_fn, batch = _gradlab_models_problem("mlp")
-    v = tree_random_like(jax.random.key(0), params, "normal")
-    for name in NAMES:
-        out = jax.jit(lambda p, b, v: _build(name, p, apply_fn, b)(v))(params, batch, v)
-        leaves = jax.tree_util.tree_leaves(out)
-        assert all(x.dtype == jnp.float32 and bool(jnp.all(jnp.isfinite(x))) for x in leaves)
+def test_flax_nnx_model_through_split_merge(x64):
+    """A flax nnx MLP enters through nnx.split / nnx.merge; hessian matches the dense oracle."""
+    from flax import nnx
+
+    from tests.curvature._problems import dense_hessian, rel_err
+
+    class Net(nnx.Module):
+        def __init__(self, rngs):
+            self.l1 = nnx.Linear(3, 4, rngs=rngs, param_dtype=jnp.float64)
+            self.l2 = nnx.Linear(4, 3, rngs=rngs, param_dtype=jnp.float64)
+
+        def __call__(self, x):
+            return self.l2(jnp.tanh(self.l1(x)))
+
+    graphdef, params = nnx.split(Net(nnx.Rngs(0)), nnx.Param)
+
+    def apply_fn(p, x):
+        return nnx.merge(graphdef, p)(x)
+
+    x = jax.random.normal(jax.random.key(1), (5, 3), jnp.float64)
+    y = jnp.array([0, 1, 2, 1, 0])
+
+    def loss_fn(p, b):
+        return gl.curvature.softmax_cross_entropy(apply_fn(p, b[0]), b[1])
+
+    hess = gl.curvature.dense(gl.curvature.hessian(loss_fn, params, (x, y)), params)
+    assert rel_err(hess, dense_hessian(loss_fn, params, (x, y))) < 1e-10
+    v = tree_random_like(jax.random.key(2), params, "normal")
+    for mv in (
+        gl.curvature.ggn(apply_fn, "softmax_cross_entropy", params, (x, y)),
+        gl.curvature.fisher(apply_fn, params, (x, y), key=jax.random.key(3)),
+        gl.curvature.empirical_fisher(loss_fn, params, (x, y)),
+    ):
+        out = jax.jit(mv)(v)
+        assert jax.tree_util.tree_structure(out) == jax.tree_util.tree_structure(params)
