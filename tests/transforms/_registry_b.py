@@ -2,6 +2,121 @@
 
 from __future__ import annotations
 
-from tests.transforms._row import Ctx, Row, per_example_grads, per_task_grads  # noqa: F401
+import jax
+import optax
 
-ROWS_B: list[Row] = []
+from gradlab import transforms as gt
+from tests.transforms._row import Ctx, Row, per_example_grads, per_task_grads
+
+_KEY = jax.random.key(0)
+
+
+def _per_example(ctx: Ctx) -> dict:
+    return {"per_example_grads": per_example_grads(ctx, 4)}
+
+
+def _per_task(ctx: Ctx) -> dict:
+    return {"per_task_grads": per_task_grads(ctx, 2)}
+
+
+def _shifted_value(ctx: Ctx) -> dict:
+    # Normalized GD divides by the loss, so it needs f > 0 near the minimizer; both suite
+    # problems attain f* = 0, so the row passes f + 1 (same minimizer, bounded below by 1).
+    return {"value": ctx.value + 1.0}
+
+
+ROWS_B: list[Row] = [
+    Row(
+        name="adadagrad",
+        factory=gt.adadagrad,
+        learning_rate=0.5,
+        kwargs={"batch_size": 4, "max_batch_size": 64, "eta": 0.1},
+        static_hparams=("batch_size", "max_batch_size"),
+        extra_args_fn=_per_example,
+        required_extra_args=("per_example_grads",),
+        quadratic_tol=1e-3,
+        rosenbrock_tol=0.1,
+    ),
+    Row(
+        name="adadagrad-norm-augmented",
+        factory=gt.adadagrad,
+        learning_rate=0.5,
+        kwargs={
+            "batch_size": 2,
+            "max_batch_size": 32,
+            "test": "augmented",
+            "variant": "adagrad_norm",
+            "theta": 0.2,
+            "nu": 0.2,
+        },
+        static_hparams=("batch_size", "max_batch_size"),
+        extra_args_fn=_per_example,
+        required_extra_args=("per_example_grads",),
+        quadratic_tol=5e-3,
+        rosenbrock_tol=0.2,
+    ),
+    Row(
+        name="dicesgd",
+        factory=gt.dicesgd,
+        learning_rate=0.1,
+        kwargs={"clip_norm": 1.0, "error_clip_norm": 2.0, "noise_multiplier": 0.0, "key": _KEY},
+        static_hparams=("key",),
+        extra_args_fn=_per_example,
+        required_extra_args=("per_example_grads",),
+        quadratic_tol=1e-3,
+        rosenbrock_tol=0.1,
+        rosenbrock_learning_rate=3e-3,
+    ),
+    Row(
+        name="pcgrad",
+        factory=gt.pcgrad,
+        learning_rate=0.1,
+        kwargs={"reduction": "mean", "key": _KEY},
+        static_hparams=("reduction", "key"),
+        extra_args_fn=_per_task,
+        required_extra_args=("per_task_grads",),
+        quadratic_tol=1e-3,
+        rosenbrock_tol=0.1,
+        rosenbrock_learning_rate=2e-3,
+    ),
+    Row(
+        name="random-subspace-dense",
+        factory=gt.random_subspace,
+        learning_rate=0.1,
+        kwargs={"dim": 4, "key": _KEY},
+        static_hparams=("dim", "key", "chunk_size"),
+        # A 4-dim subspace of the 15-dim quadratic: the best reachable loss ratio is the
+        # restricted minimum min_z f(P z) / f(0) = 0.5645 for this key (computed in closed form).
+        quadratic_tol=0.58,
+        rosenbrock_tol=0.1,
+        rosenbrock_learning_rate=2e-3,
+    ),
+    Row(
+        name="random-subspace-chunked-adam",
+        factory=gt.random_subspace,
+        learning_rate=0.1,
+        kwargs={
+            "dim": 4,
+            "key": _KEY,
+            "projection": "chunked",
+            "chunk_size": 3,
+            "inner": optax.scale_by_adam(),
+        },
+        static_hparams=("dim", "key", "projection", "chunk_size", "inner"),
+        # Restricted minimum for this P (chunk_size 3 draws another P): 0.8033.
+        quadratic_tol=0.82,
+        rosenbrock_tol=0.1,
+    ),
+    Row(
+        name="normalized-gd",
+        factory=gt.normalized_gd,
+        learning_rate=0.2,
+        rosenbrock_learning_rate=1.8e-3,
+        rosenbrock_steps=1000,
+        extra_args_fn=_shifted_value,
+        required_extra_args=("value",),
+        quadratic_tol=1e-3,
+        # Near (1, 1) the step is ~ lr * grad (f + 1 ~ 1), so lr < 2 / 1002; measured 0.143.
+        rosenbrock_tol=0.4,
+    ),
+]
