@@ -32,6 +32,22 @@ _A_NAMES: list[str] = [
 # --- end transforms-A ---
 
 # --- transforms-B ---
+from gradlab.transforms._adadagrad import AdAdaGradState as AdAdaGradState  # noqa: E402
+from gradlab.transforms._adadagrad import AdaptiveBatchRun as AdaptiveBatchRun  # noqa: E402
+from gradlab.transforms._adadagrad import adadagrad as adadagrad  # noqa: E402
+from gradlab.transforms._adadagrad import adaptive_batch_training as adaptive_batch_training  # noqa: E402
+from gradlab.transforms._adadagrad import batch_size_tests as batch_size_tests  # noqa: E402
+from gradlab.transforms._adadagrad import scale_by_adadagrad as scale_by_adadagrad  # noqa: E402
+from gradlab.transforms._adaptive_projective import (  # noqa: E402
+    AdaptiveProjectionState as AdaptiveProjectionState,
+)
+from gradlab.transforms._adaptive_projective import adaptive_projective_gd as adaptive_projective_gd  # noqa: E402
+from gradlab.transforms._adaptive_projective import merging_coefficients as merging_coefficients  # noqa: E402
+from gradlab.transforms._adaptive_projective import merging_gap_losses as merging_gap_losses  # noqa: E402
+from gradlab.transforms._adaptive_projective import (  # noqa: E402
+    scale_by_adaptive_projection as scale_by_adaptive_projection,
+)
+from gradlab.transforms._adaptive_projective import shared_subspace as shared_subspace  # noqa: E402
 from gradlab.transforms._dicesgd import DiceSGDState as DiceSGDState  # noqa: E402
 from gradlab.transforms._dicesgd import dicesgd as dicesgd  # noqa: E402
 from gradlab.transforms._dicesgd import scale_by_dicesgd as scale_by_dicesgd  # noqa: E402
@@ -47,6 +63,18 @@ from gradlab.transforms._subspace import random_subspace_basis as random_subspac
 from gradlab.transforms._subspace import scale_by_random_subspace as scale_by_random_subspace  # noqa: E402
 
 _B_NAMES: list[str] = [
+    "AdaptiveProjectionState",
+    "adaptive_projective_gd",
+    "merging_coefficients",
+    "merging_gap_losses",
+    "scale_by_adaptive_projection",
+    "shared_subspace",
+    "AdAdaGradState",
+    "AdaptiveBatchRun",
+    "adadagrad",
+    "adaptive_batch_training",
+    "batch_size_tests",
+    "scale_by_adadagrad",
     "DiceSGDState",
     "NormalizedGDState",
     "PCGradState",
