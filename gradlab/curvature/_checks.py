@@ -35,7 +35,7 @@ def num_examples(name: str, batch: Any) -> int:
     return check_leading_axis(name, batch)
 
 
-def split_supervised_batch(name: str, batch: Any) -> tuple[Any, Any]:
+def split_supervised_batch(name: str, batch: Any, hint: str = "") -> tuple[Any, Any]:
     """Split ``batch = (inputs, targets)``; raise ``TypeError`` for anything else."""
     if not isinstance(batch, (tuple, list)) or len(batch) != 2:
         got = f"a {type(batch).__name__}"
@@ -43,7 +43,7 @@ def split_supervised_batch(name: str, batch: Any) -> tuple[Any, Any]:
             got += f" of length {len(batch)}"
         raise TypeError(
             f"{name} must be a pair (inputs, targets) of pytrees sharing a leading example "
-            f"axis, got {got}"
+            f"axis, got {got}{hint}"
         )
     return batch[0], batch[1]
 

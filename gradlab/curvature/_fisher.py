@@ -138,7 +138,9 @@ def fisher(
     check_choice("likelihood", likelihood, LIKELIHOODS)
     num_samples = check_int("num_samples", num_samples, 1)
     _check_key(key)
-    inputs, _ = split_supervised_batch("batch", batch)
+    inputs, _ = split_supervised_batch(
+        "batch", batch, " (fisher samples its own labels: pass (inputs, None) if you have none)"
+    )
     num_examples("batch", batch)
     out = jax.eval_shape(model_fn, params, inputs)
     if not isinstance(out, jax.ShapeDtypeStruct) or not jnp.issubdtype(out.dtype, jnp.floating):
@@ -146,9 +148,10 @@ def fisher(
             f"model_fn must return one floating array for likelihood={likelihood!r}, got {out}"
         )
     if likelihood == "categorical":
-        if out.ndim < 1:
+        if out.ndim < 2:
             raise ValueError(
-                f"likelihood='categorical' needs logits with a class axis, got shape {out.shape}"
+                "likelihood='categorical' needs logits of shape (N, ..., num_classes), got "
+                f"shape {out.shape}"
             )
         operator = _categorical_operator(key, num_samples)
     else:

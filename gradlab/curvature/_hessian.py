@@ -43,12 +43,15 @@ def hessian(
         params: the point at which the Hessian is taken (any pytree of float arrays).
         batch: any pytree of arrays sharing a leading example axis.
         linearize: if True, run ``jax.linearize`` on the gradient once, when the operator is
-            built, and reuse its stored residuals in every product (the primal and the reverse
-            pass are not recomputed). Each product is then a pure linear pass, at the cost of
-            keeping the residuals in memory. It pays off when many products are taken at one
-            point inside one compiled program (Lanczos, CG); the default recomputes the
-            gradient's primal work in every product, which on the benchmark MLPs is about as
-            fast per product and needs no stored residuals (see ``docs/performance.md``).
+            built, and reuse its stored residuals in every product, so each product is only
+            the tangent (linear) pass. The default (False) recomputes the gradient's primal
+            work inside every product. On the benchmark MLPs ``linearize=True`` was not
+            measurably faster, neither for one product nor per product inside a
+            ``lax.fori_loop`` (the tangent pass dominates: for a dense layer it costs two
+            matmuls per primal matmul, and inside a loop XLA's loop-invariant code motion hoists
+            the primal work out of the default version too: both compile to the same loop),
+            while it keeps the residuals (all activations) alive for the operator's lifetime;
+            hence the default. See ``docs/performance.md``.
 
     Returns:
         ``matvec(v) -> Hv``, where ``v`` and ``Hv`` are pytrees with the structure and leaf

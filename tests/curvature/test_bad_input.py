@@ -204,3 +204,10 @@ def test_dense_limits(max_size, chunk_size):
     else:
         with pytest.raises(ValueError, match=rf"n=8 exceeds max_size={max_size}.*max_size=8"):
             gl.curvature.dense(hvp, PARAMS, max_size=max_size, chunk_size=chunk_size)
+
+
+def test_fisher_batch_hint_and_logits_rank():
+    with pytest.raises(TypeError, match=r"pass \(inputs, None\)"):
+        gl.curvature.fisher(model_fn, PARAMS, X, key=jax.random.key(0))
+    with pytest.raises(ValueError, match="num_classes"):
+        gl.curvature.fisher(lambda p, x: x @ p["w"][:, 0], PARAMS, (X, None), key=jax.random.key(0))
