@@ -38,6 +38,13 @@ class AdAdaGradState(NamedTuple):
             the current one and at most ``max_batch_size``.
         statistic: float32 scalar, the batch size the last test asked for (before rounding up,
             the ``max(current, .)`` and the cap); ``inf`` if the mean gradient was zero.
+
+    Examples:
+        >>> import jax.numpy as jnp
+        >>> from gradlab.transforms import scale_by_adadagrad
+        >>> state = scale_by_adadagrad(batch_size=8, max_batch_size=512).init(jnp.zeros(3))
+        >>> int(state.batch_size)
+        8
     """
 
     count: jax.Array
@@ -331,6 +338,13 @@ class AdaptiveBatchRun(NamedTuple):
         opt_state: final optimizer state.
         batch_sizes: ``(num_steps,)`` int array, the batch size used at every step.
         losses: ``(num_steps,)`` mean loss of each step's batch (before its update).
+
+    Examples:
+        >>> import jax.numpy as jnp
+        >>> from gradlab.transforms import AdaptiveBatchRun
+        >>> run = AdaptiveBatchRun(jnp.zeros(2), None, jnp.array([4, 8]), jnp.array([1.0, 0.5]))
+        >>> run.batch_sizes.tolist()
+        [4, 8]
     """
 
     params: Any
@@ -381,7 +395,7 @@ def adaptive_batch_training(
         >>> loss = lambda w, b: jnp.mean((b[0] @ w - b[1]) ** 2)
         >>> opt = adadagrad(1.0, batch_size=4, max_batch_size=256, eta=0.2)
         >>> run = adaptive_batch_training(loss, jnp.zeros(3), (x, y), optimizer=opt,
-        ...                               key=jax.random.key(1), num_steps=4)
+        ...                               key=jax.random.key(1), num_steps=3)
         >>> bool(jnp.all(jnp.diff(run.batch_sizes) >= 0)), bool(run.losses[-1] < run.losses[0])
         (True, True)
 

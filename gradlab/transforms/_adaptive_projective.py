@@ -31,6 +31,15 @@ class AdaptiveProjectionState(NamedTuple):
         bases: pytree like the params whose leaves are ``(m, k)`` orthonormal bases ``U`` of the
             shared subspace of each leaf with ``ndim >= 2`` (``m = leaf.shape[0]``), and
             ``None`` for other leaves (not projected). Fixed after ``init``.
+
+    Examples:
+        >>> import jax, jax.numpy as jnp
+        >>> from gradlab.transforms import scale_by_adaptive_projection
+        >>> tv = {"w": jax.random.normal(jax.random.key(0), (2, 6, 4)), "b": jnp.ones((2, 4))}
+        >>> tx = scale_by_adaptive_projection(tv, reduction="sum", rank_divisor=2)
+        >>> bases = tx.init({"w": jnp.zeros((6, 4)), "b": jnp.zeros(4)}).bases
+        >>> bases["w"].shape, bases["b"] is None
+        ((6, 2), True)
     """
 
     count: jax.Array

@@ -9,6 +9,7 @@ import jax.numpy as jnp
 import optax
 
 from gradlab._src.errors import check_leading_axis, check_real, missing_argument_message
+from gradlab.transforms._common import require_extra_arg as require_extra
 
 __all__ = ["DiceSGDState", "dicesgd", "scale_by_dicesgd"]
 
@@ -20,6 +21,13 @@ class DiceSGDState(NamedTuple):
         count: int32 scalar, number of updates so far.
         error: the clipping-error feedback buffer ``e_t``, a pytree like the params (same dtypes).
         key: the PRNG key for the privacy noise (a typed key array, shape ``()``).
+
+    Examples:
+        >>> import jax, jax.numpy as jnp
+        >>> from gradlab.transforms import scale_by_dicesgd
+        >>> tx = scale_by_dicesgd(noise_multiplier=1.0, key=jax.random.key(0))
+        >>> tx.init({"w": jnp.zeros(3)}).error
+        {'w': Array([0., 0., 0.], dtype=float32)}
     """
 
     count: jax.Array
@@ -41,13 +49,6 @@ def canonical_key(key: Any, where: str) -> jax.Array:
     if key.shape != ():
         raise ValueError(f"key must be a single PRNG key, got a key array of shape {key.shape}")
     return key
-
-
-def require_extra(value: Any, name: str, where: str, hint: str) -> Any:
-    """Raise ``ValueError`` naming the extra argument ``name`` when it was not passed."""
-    if value is None:
-        raise ValueError(missing_argument_message(name, where, hint))
-    return value
 
 
 def check_stacked_like(name: str, stacked: Any, like: Any) -> int:

@@ -20,6 +20,14 @@ class NormalizedGDState(NamedTuple):
     Attributes:
         count: int32 scalar, number of updates so far.
         scale: float32 scalar, the last factor ``1 / max(f(theta), eps)`` applied (for logging).
+
+    Examples:
+        >>> import jax.numpy as jnp
+        >>> from gradlab.transforms import scale_by_normalized_gd
+        >>> tx = scale_by_normalized_gd()
+        >>> _, state = tx.update(jnp.ones(2), tx.init(jnp.ones(2)), value=jnp.asarray(4.0))
+        >>> float(state.scale)
+        0.25
     """
 
     count: jax.Array

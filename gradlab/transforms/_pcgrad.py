@@ -23,6 +23,13 @@ class PCGradState(NamedTuple):
         count: int32 scalar, number of updates so far.
         key: PRNG key (typed key array, shape ``()``) from which each step draws the random
             order in which every task's gradient is projected against the others.
+
+    Examples:
+        >>> import jax, jax.numpy as jnp
+        >>> from gradlab.transforms import scale_by_pcgrad
+        >>> state = scale_by_pcgrad(reduction="sum", key=jax.random.key(0)).init(jnp.zeros(2))
+        >>> int(state.count)
+        0
     """
 
     count: jax.Array

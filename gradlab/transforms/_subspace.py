@@ -38,6 +38,14 @@ class RandomSubspaceState(NamedTuple):
         basis: ``(D, d)`` the normalized projection ``P`` for ``projection="dense"``; ``None``
             for ``"chunked"``, which regenerates ``P`` from ``key`` at every step.
         inner_state: state of the ``inner`` transform acting on the ``(d,)`` coordinates.
+
+    Examples:
+        >>> import jax, jax.numpy as jnp
+        >>> from gradlab.transforms import scale_by_random_subspace
+        >>> tx = scale_by_random_subspace(2, key=jax.random.key(0), projection="chunked")
+        >>> state = tx.init(jnp.zeros(5))
+        >>> state.z.shape, state.basis is None
+        ((2,), True)
     """
 
     count: jax.Array
