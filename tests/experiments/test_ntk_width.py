@@ -1,0 +1,84 @@
+"""Unit tests of the pieces of the ntk_width reproduction (the sweep itself is the notebook's
+smoke test): the target, the kernel statistics, and one width's init/NTK/training step against
+a direct computation."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from gradlab.data import unit_circle
+from gradlab.experiments.ntk_width import Config, _width_run, checks, kernel_stats, target
+from gradlab.models import init_ntk_mlp, mse
+from gradlab.ntk import empirical_ntk
+
+
+def test_target_is_x1_times_x2():
+    x = unit_circle(8)
+    np.testing.assert_allclose(
+        target(x)[:, 0], 0.5 * np.sin(2 * np.arange(8) * np.pi / 4), atol=1e-6
+    )
+    assert target(x).shape == (8, 1)
+
+
+def test_kernel_stats_are_relative_frobenius_distances():
+    rng = np.random.default_rng(0)
+    a, b, c = (jnp.asarray(rng.standard_normal((5, 5))) for _ in range(3))
+    err, drift = kernel_stats(a, b, c)
+    np.testing.assert_allclose(float(err), np.linalg.norm(a - c) / np.linalg.norm(c), rtol=1e-6)
+    np.testing.assert_allclose(float(drift), np.linalg.norm(b - a) / np.linalg.norm(a), rtol=1e-6)
+
+
+def test_width_run_matches_a_direct_computation():
+    cfg = dataclasses.replace(Config(), depth=2, num_steps=3, num_train=6)
+    x = unit_circle(cfg.num_train)
+    keys = jax.random.split(jax.random.key(0), 2)
+    theta0, theta_t, losses = _width_run(keys, x, width=16, config=cfg)
+    assert theta0.shape == theta_t.shape == (2, 6, 6) and losses.shape == (2, 4)
+
+    sizes = (2, 16, 16, 1)
+    params, apply_fn = init_ntk_mlp(keys[1], sizes, activation="relu", bias_std=cfg.bias_std)
+    y = target(x)
+
+    @jax.jit
+    def ntk(p):
+        return empirical_ntk(apply_fn, p, x)
+
+    @jax.jit
+    def step(p):
+        loss, grads = jax.value_and_grad(lambda q: mse(apply_fn(q, x), y))(p)
+        return loss, jax.tree_util.tree_map(lambda a, g: a - cfg.learning_rate * g, p, grads)
+
+    np.testing.assert_allclose(theta0[1], ntk(params), rtol=1e-4, atol=1e-6)
+    ref_losses = []
+    for _ in range(cfg.num_steps + 1):
+        loss, new_params = step(params)
+        ref_losses.append(loss)
+        if len(ref_losses) <= cfg.num_steps:
+            params = new_params
+    np.testing.assert_allclose(losses[1], np.array(ref_losses), rtol=1e-4)
+    np.testing.assert_allclose(theta_t[1], ntk(params), rtol=1e-4, atol=1e-6)
+    # the kernel is symmetric positive semi-definite
+    np.testing.assert_allclose(theta0[0], theta0[0].T, rtol=1e-5, atol=1e-6)
+    assert float(jnp.linalg.eigvalsh(theta0[0]).min()) > -1e-4
+
+
+def test_checks_pass_and_fail_on_the_right_values():
+    cfg = Config()
+    good = {
+        "init_error_slope": -0.5,
+        "drift_slope": -1.0,
+        "drift_widest": 0.02,
+        "final_loss_ratio": 1.5,
+    }
+    assert all(c.passed for c in checks(cfg, good))
+    bad = {
+        "init_error_slope": -0.2,
+        "drift_slope": -0.5,
+        "drift_widest": 0.05,
+        "final_loss_ratio": 2.5,
+    }
+    assert not any(c.passed for c in checks(cfg, bad))
