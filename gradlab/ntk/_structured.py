@@ -1,0 +1,257 @@
+"""Structured empirical NTK for flax linen models: ``dy/dW = I (x) x^T`` without Jacobians.
+
+For a dense layer ``y_t = W^T x_t + b`` applied at positions ``t`` (one position for an MLP,
+tokens for a sequence model), the Jacobian of output ``o`` with respect to ``W`` is
+``sum_t delta_{o,t} x_t^T`` where ``delta_{o,t} = d f_o / d y_t``. Hence the layer's
+contribution to ``Theta(x1, x2)[o1, o2]`` is
+
+    sum_{t, u} <x1_t, x2_u> <delta1_{o1,t}, delta2_{o2,u}>   (+ 1 inside <.,.> for the bias),
+
+which needs only the layer inputs and the output cotangents, never the ``O x P`` Jacobian.
+Layer inputs are captured and zero perturbations are added at layer outputs through
+``flax.linen.intercept_methods`` (public flax API); the cotangents are the gradients with
+respect to those perturbations. Parameters that are not used by a supported layer (conv
+kernels, layer-norm scales, the biases of custom layers, ...) are handled by per-example
+Jacobian contraction restricted to those leaves, so every model gets the exact kernel.
+
+Supported layers (called through ``__call__``): ``flax.linen.Dense`` (kernel and bias) and
+``flax.linen.Embed`` (an embedding lookup: ``<x1_t, x2_u>`` is ``[i1_t == i2_u]``).
+"""
+
+from __future__ import annotations
+
+from typing import Any, NamedTuple
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from gradlab.ntk._layout import Layout, param_letters
+
+SUPPORTED_LAYERS = ("flax.linen.Dense", "flax.linen.Embed")
+
+
+class _Call(NamedTuple):
+    kind: str  # "dense" | "embed"
+    kernel: int | None  # leaf index of the kernel/embedding in params, None if not found
+    bias: int | None
+    in_shape: tuple[int, ...]
+    out_shape: tuple[int, ...]
+
+
+class Plan(NamedTuple):
+    """What the structured path found: the calls it handles and the leaves it covers."""
+
+    calls: tuple[_Call, ...]
+    covered_calls: tuple[bool, ...]
+    groups: tuple[tuple[int, ...], ...]  # call indices per covered kernel leaf
+    covered_leaves: frozenset[int]
+    num_leaves: int
+
+    @property
+    def applies(self) -> bool:
+        return bool(self.groups)
+
+
+def _layer_kind(module: Any) -> str | None:
+    if isinstance(module, nn.Dense):
+        return "dense"
+    if isinstance(module, nn.Embed):
+        return "embed"
+    return None
+
+
+def _inputs_of(args: tuple, kwargs: dict) -> Any:
+    if args:
+        return args[0]
+    return kwargs.get("inputs")
+
+
+def discover(layout: Layout, params: Any, x1: jax.Array) -> Plan:
+    """Trace one unit abstractly and record every supported layer call and its parameter leaves."""
+    leaves, treedef = jax.tree_util.tree_flatten(params)
+    example = jnp.moveaxis(x1, layout.in_axis, 0)[0] if layout.vmapped else x1
+    calls: list[_Call] = []
+    other_uses: set[int] = set()
+
+    def probe(leaves_, xi):
+        ids = {id(leaf): i for i, leaf in enumerate(leaves_)}
+        p = jax.tree_util.tree_unflatten(treedef, leaves_)
+
+        def interceptor(next_fun, args, kwargs, context):
+            kind = _layer_kind(context.module)
+            if kind is None:
+                return next_fun(*args, **kwargs)
+            m = context.module
+            name = "kernel" if kind == "dense" else "embedding"
+            kernel = (
+                ids.get(id(m.get_variable("params", name)))
+                if m.has_variable("params", name)
+                else None
+            )
+            bias = None
+            if kind == "dense" and m.use_bias and m.has_variable("params", "bias"):
+                bias = ids.get(id(m.get_variable("params", "bias")))
+            if context.method_name != "__call__":
+                other_uses.update(i for i in (kernel, bias) if i is not None)
+                return next_fun(*args, **kwargs)
+            x = _inputs_of(args, kwargs)
+            y = next_fun(*args, **kwargs)
+            calls.append(_Call(kind, kernel, bias, tuple(jnp.shape(x)), tuple(jnp.shape(y))))
+            return y
+
+        with nn.intercept_methods(interceptor):
+            return layout.unit(p, xi)
+
+    jax.eval_shape(probe, leaves, example)
+    groups: dict[int, list[int]] = {}
+    bias_of: dict[int, set] = {}
+    for i, c in enumerate(calls):
+        if c.kernel is None or c.kernel in other_uses:
+            continue
+        groups.setdefault(c.kernel, []).append(i)
+        bias_of.setdefault(c.kernel, set()).add(c.bias)
+    # a kernel shared by layers with different biases, or a bias that is someone's kernel, is
+    # left to the Jacobian path
+    kernels = set(groups)
+    for k in list(groups):
+        b = bias_of[k]
+        if len(b) != 1 or (next(iter(b)) in kernels) or (next(iter(b)) in other_uses):
+            del groups[k]
+    covered = set(groups)
+    for k in groups:
+        b = next(iter(bias_of[k]))
+        if b is not None:
+            covered.add(b)
+    covered_calls = tuple(c.kernel in groups for c in calls)
+    return Plan(
+        calls=tuple(calls),
+        covered_calls=covered_calls,
+        groups=tuple(tuple(v) for v in groups.values()),
+        covered_leaves=frozenset(covered),
+        num_leaves=len(leaves),
+    )
+
+
+def structured_features(layout: Layout, params: Any, plan: Plan):
+    """Return ``features(x_tile)`` computing cotangents, layer inputs and leftover Jacobians."""
+    leaves, treedef = jax.tree_util.tree_flatten(params)
+    rest_idx = [i for i in range(len(leaves)) if i not in plan.covered_leaves]
+    slots = [i for i, c in enumerate(plan.covered_calls) if c]
+
+    def unit(rest, eps, xi):
+        full = list(leaves)
+        for i, leaf in zip(rest_idx, rest, strict=True):
+            full[i] = leaf
+        p = jax.tree_util.tree_unflatten(treedef, full)
+        count = [0]
+        captured = []
+
+        def interceptor(next_fun, args, kwargs, context):
+            kind = _layer_kind(context.module)
+            if kind is None or context.method_name != "__call__":
+                return next_fun(*args, **kwargs)
+            j = count[0]
+            count[0] += 1
+            y = next_fun(*args, **kwargs)
+            if j < len(plan.calls) and plan.covered_calls[j]:
+                captured.append(_inputs_of(args, kwargs))
+                return y + eps[slots.index(j)]
+            return y
+
+        with nn.intercept_methods(interceptor):
+            out = layout.unit(p, xi)
+        if count[0] != len(plan.calls):
+            raise RuntimeError(
+                "the model made a different number of layer calls than when it was inspected"
+            )
+        return out, captured
+
+    def zeros_at_outputs(calls):
+        return [
+            jnp.zeros(calls[j].out_shape, jnp.result_type(leaves[calls[j].kernel])) for j in slots
+        ]
+
+    rest0 = [leaves[i] for i in rest_idx]
+    jac = jax.jacrev(unit, argnums=(0, 1), has_aux=True)
+    nout = len(layout.unit_shape)
+
+    def one(xi):
+        # the whole batch is one unit when not vmapped: output shapes depend on its size
+        calls = plan.calls if layout.vmapped else discover(layout, params, xi).calls
+        (j_rest, j_eps), xs = jac(rest0, zeros_at_outputs(calls), xi)
+        groups = []
+        for group in plan.groups:
+            xparts, dparts = [], []
+            for j in group:
+                c = plan.calls[j]
+                x = xs[slots.index(j)]
+                d = j_eps[slots.index(j)]
+                if c.kind == "dense":
+                    x = x.reshape(-1, c.in_shape[-1])
+                    if c.bias is not None:
+                        x = jnp.concatenate([x, jnp.ones((x.shape[0], 1), x.dtype)], axis=1)
+                else:
+                    x = x.reshape(-1)
+                xparts.append(x)
+                dparts.append(d.reshape(*d.shape[:nout], -1, c.out_shape[-1]))
+            groups.append((jnp.concatenate(xparts, 0), jnp.concatenate(dparts, nout)))
+        return j_rest, groups
+
+    if layout.vmapped:
+        return jax.vmap(one)
+    return one
+
+
+def structured_contract(layout: Layout, plan: Plan):
+    """Return ``contract(f1, f2)``: the einsum of one tile pair with letters ``layout.out``."""
+    kinds = [plan.calls[g[0]].kind for g in plan.groups]
+    if layout.vmapped:
+        bl, br = layout.lhs[0], layout.rhs[0]
+        gb = bl if bl == br else bl + br
+    else:
+        bl = br = gb = ""
+
+    def contract(f1, f2):
+        (r1, g1), (r2, g2) = f1, f2
+        total = 0.0
+        for a, b in zip(r1, r2, strict=True):
+            p = param_letters(a.ndim - len(layout.lhs))
+            total = total + jnp.einsum(f"{layout.lhs}{p},{layout.rhs}{p}->{layout.out}", a, b)
+        for kind, (x1, d1), (x2, d2) in zip(kinds, g1, g2, strict=True):
+            if kind == "dense":
+                gram = jnp.einsum(f"{bl}TI,{br}UI->{gb}TU", x1, x2)
+            else:
+                gram = (x1[..., :, None] == x2[..., None, :]).astype(d1.dtype)
+                if bl and bl != br:
+                    gram = x1[:, None, :, None] == x2[None, :, None, :]
+                    gram = gram.astype(d1.dtype)
+            if gram.shape[-2:] == (1, 1):
+                gram = gram[..., 0, 0]
+                term = jnp.einsum(
+                    f"{layout.lhs}F,{layout.rhs}F->{layout.out}", d1[..., 0, :], d2[..., 0, :]
+                )
+                total = total + term * _expand(gram, gb, layout.out)
+            else:
+                total = total + jnp.einsum(
+                    f"{layout.lhs}TF,{layout.rhs}UF,{gb}TU->{layout.out}", d1, d2, gram
+                )
+        return total
+
+    return contract
+
+
+def _expand(gram: jax.Array, letters: str, out: str) -> jax.Array:
+    """Broadcast a (batch-letters) array against a result with letters ``out``."""
+    if not letters:
+        return gram
+    shape = [1] * len(out)
+    for i, ch in enumerate(letters):
+        shape[out.index(ch)] = gram.shape[i]
+    # batch letters lead `out`, so a plain reshape keeps the order
+    return gram.reshape(shape)
+
+
+def count_params(params: Any, leaves_idx: frozenset[int]) -> int:
+    leaves = jax.tree_util.tree_leaves(params)
+    return sum(int(leaves[i].size) for i in leaves_idx)
