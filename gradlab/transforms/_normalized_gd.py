@@ -1,14 +1,13 @@
-"""Normalized LR+GD: gradient descent with the step divided by the loss value (Tyurin, 2024)."""
+"""Normalized LR+GD: logistic-regression GD rescaled towards the normalized batch perceptron (Tyurin)."""
 
 from __future__ import annotations
 
-from typing import Any, NamedTuple
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
 import optax
 
-from gradlab._src.errors import check_real
 from gradlab.transforms._dicesgd import require_extra
 
 __all__ = ["NormalizedGDState", "normalized_gd", "scale_by_normalized_gd"]
@@ -19,109 +18,121 @@ class NormalizedGDState(NamedTuple):
 
     Attributes:
         count: int32 scalar, number of updates so far.
-        scale: float32 scalar, the last factor ``1 / max(f(theta), eps)`` applied (for logging).
+        beta: float32 scalar, the last normalization factor :math:`\\beta_t` applied (>= 1).
 
     Examples:
         >>> import jax.numpy as jnp
         >>> from gradlab.transforms import scale_by_normalized_gd
         >>> tx = scale_by_normalized_gd()
-        >>> _, state = tx.update(jnp.ones(2), tx.init(jnp.ones(2)), value=jnp.asarray(4.0))
-        >>> float(state.scale)
-        0.25
+        >>> _, state = tx.update(jnp.ones(2), tx.init(jnp.ones(2)), margins=jnp.zeros(5))
+        >>> float(state.beta)  # 1 / mean(sigmoid(0))
+        2.0
     """
 
     count: jax.Array
-    scale: jax.Array
+    beta: jax.Array
 
 
-def scale_by_normalized_gd(*, eps: Any = 1e-30) -> optax.GradientTransformationExtraArgs:
-    r"""Divide the gradient by the current loss value: the Normalized LR+GD direction.
+def scale_by_normalized_gd() -> optax.GradientTransformationExtraArgs:
+    r"""Normalized LR+GD scaling: multiply the logistic-loss gradient by :math:`\beta_t`.
 
-    .. math:: u_t = \frac{\nabla f(\theta_t)}{\max(f(\theta_t), \varepsilon)}
+    For logistic regression :math:`f(\theta) = \frac1n \sum_i \log(1 + e^{-m_i})` with
+    margins :math:`m_i = y_i a_i^\top \theta_t` (labels :math:`y_i \in \{-1, 1\}`),
+
+    .. math::
+
+        u_t = \beta_t \nabla f(\theta_t), \qquad
+        \beta_t = \Big(\frac1n \sum_{i=1}^n \big(1 + e^{m_i}\big)^{-1}\Big)^{-1},
 
     so that with ``optax.scale_by_learning_rate(gamma)`` after it,
-    :math:`\theta_{t+1} = \theta_t - \gamma\, \nabla f(\theta_t) / f(\theta_t)`, the method
-    Tyurin proposes for logistic regression on separable data. For the logistic loss
-    :math:`f(\theta) = \frac1n \sum_i \log(1 + e^{-y_i a_i^\top \theta})`, plain GD with step
-    :math:`\gamma \to \infty` reduces to the batch perceptron, but its step shrinks with the loss
-    as the iterates move out; dividing by :math:`f` keeps the step of order :math:`\gamma`
-    (:math:`\nabla f / f` is a weighted average of :math:`-y_i a_i` once the loss is small),
-    which gives perceptron-like iteration complexity for any step size. The direction is
-    invariant to rescaling the loss (:math:`f \to c f`).
+    :math:`\theta_{t+1} = \theta_t - \gamma \beta_t \nabla f(\theta_t)`: Tyurin's
+    Normalized LR+GD. Plain GD with step :math:`\gamma \to \infty` becomes the batch
+    perceptron (step :math:`\frac1n \sum_{i \in S_t} y_i a_i` over the misclassified set
+    :math:`S_t`), whose iteration count can grow linearly with :math:`n`; since
+    :math:`(1 + e^{m_i})^{-1} \to \mathbf 1[m_i < 0]`, :math:`\beta_t \to n / |S_t|` and
+    Normalized LR+GD tends to the *normalized* batch perceptron
+    (:math:`\frac{1}{|S_t|} \sum_{i \in S_t} y_i a_i`), which needs at most
+    :math:`R^2/\mu^2` steps. The paper's Theorem 6.1: from :math:`\theta_0 = 0` it separates
+    the data after at most :math:`R^2/\mu^2 + 2\log(2n - 1)/(\gamma \mu^2)` iterations, so
+    large steps are encouraged. :math:`\beta_t \ge 1` is computed in log space
+    (:math:`(1 + e^{m})^{-1} = \sigma(-m)`), so it stays finite for any margin; but once all
+    margins exceed ~88 (float32) the logistic loss and its gradient underflow to zero, and
+    the step is then zero (the data are separated). Use float64 for very large :math:`\gamma`.
 
-    The loss value arrives as the extra argument ``value`` of ``update`` (as for
-    ``optax.scale_by_polyak``); ``optax.value_and_grad_from_state`` or
-    ``jax.value_and_grad`` give it. The loss must be positive (logistic, cross-entropy,
-    exponential losses): near a minimizer with :math:`f^\star = 0` attained (e.g. a quadratic)
-    the step :math:`\gamma \|\nabla f\| / f` grows and the iterates only reach a
-    :math:`\sqrt{\gamma}`-sized neighbourhood. In float32 the logistic loss underflows for
-    margins above ~87, after which ``eps`` bounds the division; use float64 for very large
-    :math:`\gamma`.
-
-    Args:
-        eps: :math:`\varepsilon \ge 0`, lower bound on the loss in the division (default
-            ``1e-30``).
+    The margins arrive as the extra argument ``margins`` of ``update``: a ``(n,)`` array of
+    :math:`y_i \cdot \text{logit}_i` at the current params for the examples whose mean
+    logistic loss produced ``updates``. (For a nonlinear classifier :math:`g(a; \theta)` use
+    :math:`y_i g(a_i; \theta_t)`, the generalisation the paper leaves to future work.)
 
     Returns:
-        A ``GradientTransformationExtraArgs``; ``update(updates, state, params=None, *, value)``.
+        A ``GradientTransformationExtraArgs``; ``update(updates, state, params=None, *,
+        margins)``. No parameter-sized state.
 
     Raises:
-        ValueError: negative ``eps`` (at construction); missing ``value`` (at the call).
+        ValueError: missing ``margins``, or ``margins`` that is not a non-empty 1-D array.
 
     Examples:
         >>> import jax.numpy as jnp
         >>> from gradlab.transforms import scale_by_normalized_gd
         >>> tx = scale_by_normalized_gd()
         >>> state = tx.init(jnp.zeros(2))
-        >>> u, state = tx.update(jnp.array([1.0, -2.0]), state, value=jnp.asarray(0.5))
-        >>> u
+        >>> u, state = tx.update(jnp.array([1.0, -2.0]), state, margins=jnp.zeros(3))
+        >>> u  # beta = 1 / sigmoid(0) = 2
         Array([ 2., -4.], dtype=float32)
 
     References:
         Tyurin, "From Logistic Regression to the Perceptron Algorithm: Exploring Gradient
-        Descent with Large Step Sizes", 2024. https://arxiv.org/abs/2412.08424
+        Descent with Large Step Sizes", AAAI 2025. https://arxiv.org/abs/2412.08424
     """
     where = "scale_by_normalized_gd"
-    check_real("eps", eps, 0.0)
 
     def init_fn(params):
         del params
-        return NormalizedGDState(count=jnp.zeros((), jnp.int32), scale=jnp.zeros((), jnp.float32))
+        return NormalizedGDState(count=jnp.zeros((), jnp.int32), beta=jnp.ones((), jnp.float32))
 
-    def update_fn(updates, state, params=None, *, value=None, **extra):
+    def update_fn(updates, state, params=None, *, margins=None, **extra):
         del params, extra
         require_extra(
-            value,
-            "value",
+            margins,
+            "margins",
             f"{where}(...).update",
-            "pass the loss at the current params, e.g. value, grads = jax.value_and_grad(loss)(params)",
+            "pass y * logits (shape (n,)) of the examples in the loss, e.g. margins=y * (x @ w)",
         )
-        value = jnp.asarray(value)
-        if value.shape != ():
-            raise ValueError(f"value must be the scalar loss, got an array of shape {value.shape}")
-        dtype = jnp.promote_types(jnp.result_type(value, *jax.tree.leaves(updates)), jnp.float32)
-        scale = 1.0 / jnp.maximum(value.astype(dtype), eps)
-        out = jax.tree.map(lambda g: (g * scale).astype(jnp.result_type(g)), updates)
+        margins = jnp.asarray(margins)
+        if margins.ndim != 1 or margins.shape[0] == 0:
+            raise ValueError(
+                f"margins must be a non-empty 1-D array of y_i * logit_i, got shape {margins.shape}"
+            )
+        dtype = jnp.promote_types(jnp.result_type(margins, *jax.tree.leaves(updates)), jnp.float32)
+        m = margins.astype(dtype)
+        # log mean_i sigmoid(-m_i), stable for any margin; beta = exp(-log_mean) >= 1.
+        log_mean = jax.nn.logsumexp(-jax.nn.softplus(m)) - jnp.log(m.shape[0])
+        beta = jnp.exp(jnp.minimum(-log_mean, jnp.log(jnp.finfo(dtype).max) - 1.0))
+
+        def scale(g):
+            out = g.astype(dtype) * beta
+            # Margins so large that the loss (and so the gradient) underflowed: the data are
+            # separated with a huge margin; return a zero step instead of 0 * inf.
+            return jnp.where(jnp.isfinite(out), out, 0.0).astype(jnp.result_type(g))
+
+        out = jax.tree.map(scale, updates)
         new_state = NormalizedGDState(
-            count=optax.safe_increment(state.count), scale=scale.astype(jnp.float32)
+            count=optax.safe_increment(state.count), beta=beta.astype(jnp.float32)
         )
         return out, new_state
 
     return optax.GradientTransformationExtraArgs(init_fn, update_fn)
 
 
-def normalized_gd(
-    learning_rate: optax.ScalarOrSchedule, *, eps: Any = 1e-30
-) -> optax.GradientTransformationExtraArgs:
-    r"""Normalized LR+GD: :math:`\theta_{t+1} = \theta_t - \gamma \nabla f(\theta_t) / f(\theta_t)`.
+def normalized_gd(learning_rate: optax.ScalarOrSchedule) -> optax.GradientTransformationExtraArgs:
+    r"""Normalized LR+GD: :math:`\theta_{t+1} = \theta_t - \gamma \beta_t \nabla f(\theta_t)`.
 
     :func:`scale_by_normalized_gd` chained with ``optax.scale_by_learning_rate``; ``update``
-    needs the extra argument ``value`` (the loss at the current params).
+    needs the extra argument ``margins`` (:math:`y_i a_i^\top \theta_t`, shape ``(n,)``).
 
     Args:
         learning_rate: :math:`\gamma`, a float or an optax schedule; the method is meant for
-            large steps (the paper's analysis holds for any :math:`\gamma > 0`).
-        eps: lower bound on the loss in the division.
+            large steps (Theorem 6.1's bound decreases with :math:`\gamma`).
 
     Returns:
         An ``optax.GradientTransformationExtraArgs``.
@@ -131,16 +142,15 @@ def normalized_gd(
         >>> from gradlab.transforms import normalized_gd
         >>> a = jnp.array([[1.0, 2.0], [2.0, 1.0], [-1.0, -1.5]]); y = jnp.array([1.0, 1.0, -1.0])
         >>> loss = lambda w: jnp.mean(jnp.logaddexp(0.0, -y * (a @ w)))
-        >>> opt = normalized_gd(10.0)
+        >>> opt = normalized_gd(100.0)
         >>> w = jnp.zeros(2); state = opt.init(w)
         >>> for _ in range(3):
-        ...     f, g = jax.value_and_grad(loss)(w)
-        ...     u, state = opt.update(g, state, w, value=f)
+        ...     u, state = opt.update(jax.grad(loss)(w), state, w, margins=y * (a @ w))
         ...     w = optax.apply_updates(w, u)
         >>> bool(jnp.all(y * (a @ w) > 0))
         True
 
     References:
-        Tyurin, 2024. https://arxiv.org/abs/2412.08424
+        Tyurin, AAAI 2025. https://arxiv.org/abs/2412.08424
     """
-    return optax.chain(scale_by_normalized_gd(eps=eps), optax.scale_by_learning_rate(learning_rate))
+    return optax.chain(scale_by_normalized_gd(), optax.scale_by_learning_rate(learning_rate))
