@@ -118,7 +118,8 @@ def scale_by_dicesgd(
     (``optax.contrib.differentially_private_aggregate``: standard deviation ``noise_multiplier *
     clip_norm`` on the sum, i.e. ``/ B`` on the mean); choose ``noise_multiplier`` for a privacy
     budget with the paper's Renyi-DP analysis, which accounts for the non-privatized error
-    state (it needs a somewhat larger multiplier than DP-SGD at the same budget).
+    state and needs a larger multiplier than DP-SGD at the same budget (the authors' code
+    inflates the DP-SGD multiplier by :math:`\sqrt{1 + 2 C_2 / C_1}`).
 
     **How the per-example gradients arrive.** As the extra argument ``per_example_grads`` of
     ``update``: a pytree like the params with a leading batch axis (as from
