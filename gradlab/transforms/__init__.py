@@ -13,11 +13,15 @@ from gradlab.transforms._adabelief import AdaBeliefState, adabelief, scale_by_ad
 from gradlab.transforms._adaptive_memory import AdaptiveMemoryState, am_adamw, am_sgd, scale_by_adaptive_memory
 from gradlab.transforms._diffgrad import DiffGradState, diffgrad, scale_by_diffgrad
 from gradlab.transforms._gradient_noise import AnnealedNoiseState, annealed_noise, scale_by_annealed_noise
+from gradlab.transforms._noise_adaptive_lr import LantonState, lanton, scale_by_lanton
 
 _A_NAMES: list[str] = [
     "AnnealedNoiseState",
     "annealed_noise",
     "scale_by_annealed_noise",
+    "LantonState",
+    "lanton",
+    "scale_by_lanton",
     "AdaBeliefState",
     "adabelief",
     "scale_by_adabelief",

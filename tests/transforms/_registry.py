@@ -127,6 +127,19 @@ ROWS: list[Row] = [
         quadratic_tol=1e-6,
         rosenbrock_tol=1e-3,
     ),
+    # LMO steps have a fixed size (about the learning rate), so with a constant rate the loss
+    # stalls at O(lr^2): loose tolerances.
+    Row(
+        "lanton",
+        gt.lanton,
+        0.05,
+        {"weight_decay": 0.0},
+        static_hparams=("ns_steps",),
+        rosenbrock_learning_rate=0.01,
+        rosenbrock_steps=1500,
+        quadratic_tol=1e-2,
+        rosenbrock_tol=0.05,
+    ),
 ]
 
 ALL_ROWS: list[Row] = [*ROWS, *ROWS_B]

@@ -24,6 +24,8 @@ import pytest
 from tests.transforms._registry import ALL_ROWS, ROWS_BY_NAME, Ctx, Row
 
 ROW_IDS = [row.name for row in ALL_ROWS]
+BASE_SEED = 1234  # per-step keys for extra_args_fn are fold_in(key(BASE_SEED), step)
+FROZEN_STEPS = 3
 rows = pytest.mark.parametrize("row_name", ROW_IDS)
 
 
@@ -77,7 +79,13 @@ def _make(row: Row, variant: str, learning_rate: float) -> optax.GradientTransfo
         factory = optax.inject_hyperparams(row.factory, static_args=row.static_hparams)
         return factory(learning_rate, **row.kwargs)
     if variant == "schedule":
-        return row.make(optax.constant_schedule(learning_rate))
+        # The row's rate, then 0 for the last FROZEN_STEPS steps: the prefix must match the
+        # plain run and the final losses must not move (the schedule sees the step count).
+        return row.make(
+            optax.piecewise_constant_schedule(
+                learning_rate, {row.quadratic_steps - FROZEN_STEPS: 0.0}
+            )
+        )
     raise AssertionError(variant)
 
 
@@ -98,7 +106,7 @@ def _trajectory(
     if problem == "rosenbrock" and row.rosenbrock_learning_rate is not None:
         lr = row.rosenbrock_learning_rate
     tx = _make(row, variant, lr)
-    base_key = jax.random.key(1234)
+    base_key = jax.random.key(BASE_SEED)
 
     @jax.jit
     def run(params0):
@@ -185,8 +193,12 @@ def test_state_and_updates_keep_dtypes(row_name, dtype):
 # ----------------------------------------------------------------------------- jit / extra args
 
 
-@rows
-def test_jit_does_not_retrace_on_second_call(row_name):
+@functools.cache
+def _jitted_steps(row_name: str, num_calls: int = 3):
+    """Call one jitted step ``num_calls`` times, always passing an unknown extra argument.
+
+    Returns ``(number of traces, losses before each call and after the last)``.
+    """
     row = ROWS_BY_NAME[row_name]
     obj, params = _quadratic(jnp.float32)
     tx = row.make()
@@ -194,30 +206,36 @@ def test_jit_does_not_retrace_on_second_call(row_name):
 
     @jax.jit
     def step(params, state, step):
-        traces.append(1)  # runs only while tracing
+        traces.append(1)  # Python side effect: runs only while tracing
         value, grads = jax.value_and_grad(obj)(params)
-        ctx = Ctx(params, grads, obj, value, step, jax.random.fold_in(jax.random.key(0), step))
-        updates, state = tx.update(grads, state, params, **row.extra_args(ctx))
-        return optax.apply_updates(params, updates), state
+        ctx = Ctx(
+            params, grads, obj, value, step, jax.random.fold_in(jax.random.key(BASE_SEED), step)
+        )
+        extra = row.extra_args(ctx)
+        updates, state = tx.update(grads, state, params, **extra, gradlab_unknown_arg=jnp.ones(3))
+        return optax.apply_updates(params, updates), state, value
 
     state = tx.init(params)
-    for i in range(3):
-        params, state = step(params, state, jnp.int32(i))
-    jax.block_until_ready(params)
-    assert len(traces) == 1, f"traced {len(traces)} times in 3 calls (state or params types drift)"
+    losses = []
+    for i in range(num_calls):
+        params, state, value = step(params, state, jnp.int32(i))
+        losses.append(float(value))
+    losses.append(float(obj(params)))
+    return len(traces), np.asarray(losses)
+
+
+@rows
+def test_jit_does_not_retrace_on_second_call(row_name):
+    num_traces, _ = _jitted_steps(row_name)
+    assert num_traces == 1, f"traced {num_traces} times in 3 calls (state or params types drift)"
 
 
 @rows
 def test_ignores_unknown_extra_args(row_name):
-    row = ROWS_BY_NAME[row_name]
-    obj, params = _quadratic(jnp.float32)
-    tx = row.make()
-    state = tx.init(params)
-    ctx = _probe_ctx(obj, params)
-    extra = row.extra_args(ctx)
-    u1, s1 = tx.update(ctx.grads, state, params, **extra)
-    u2, s2 = tx.update(ctx.grads, state, params, **extra, gradlab_unknown_arg=jnp.ones(3))
-    assert _trees_equal((u1, s1), (u2, s2))
+    """Every call above passed ``gradlab_unknown_arg``: same losses as the plain run."""
+    _, losses = _jitted_steps(row_name)
+    plain = _trajectory(row_name, "quadratic")[0][: len(losses)]
+    np.testing.assert_allclose(losses, plain, rtol=1e-4, atol=1e-6 * plain[0])
 
 
 @rows
@@ -239,11 +257,20 @@ def test_missing_extra_arg_raises_naming_it(row_name):
 # ----------------------------------------------------------------------------- composition
 
 
-def _assert_same_trajectory(row_name, variant):
+def _assert_same_trajectory(row_name, variant, compare_steps=25):
+    """The first ``compare_steps`` losses agree with the plain run's; the whole run converges.
+
+    Only a prefix is compared: near the optimum, methods with fixed-size steps (LMO, sign,
+    normalised) oscillate and float-rounding differences between equivalent programs grow.
+    """
+    row = ROWS_BY_NAME[row_name]
     # Same length as the convergence run, so the plain trajectory is shared (cached).
     plain = _trajectory(row_name, "quadratic", "plain")[0]
     other = _trajectory(row_name, "quadratic", variant)[0]
-    np.testing.assert_allclose(other, plain, rtol=1e-4, atol=1e-6 * plain[0])
+    np.testing.assert_allclose(
+        other[:compare_steps], plain[:compare_steps], rtol=1e-4, atol=1e-6 * plain[0]
+    )
+    assert other[-1] <= row.quadratic_tol * other[0], (other[0], other[-1])
 
 
 @rows
@@ -267,13 +294,6 @@ def test_works_with_inject_hyperparams(row_name):
 @rows
 def test_accepts_schedule_as_learning_rate(row_name):
     _assert_same_trajectory(row_name, "schedule")
-    # A decaying schedule is called with the step count (a jitted step never retraces).
-    row = ROWS_BY_NAME[row_name]
-    obj, params = _quadratic(jnp.float32)
-    tx = row.make(optax.linear_schedule(row.learning_rate, 0.0, 3))
-    state = tx.init(params)
-    ctx = _probe_ctx(obj, params)
-    for _ in range(4):
-        updates, state = tx.update(ctx.grads, state, params, **row.extra_args(ctx))
-    # After 3 steps of a linear decay to zero the update is exactly zero.
-    assert all(bool(jnp.all(u == 0)) for u in jax.tree.leaves(updates))
+    # The schedule drops the rate to 0 for the last FROZEN_STEPS steps: the loss stops moving.
+    losses = _trajectory(row_name, "quadratic", "schedule")[0]
+    np.testing.assert_array_equal(losses[-FROZEN_STEPS:], losses[-1])
