@@ -52,9 +52,7 @@ def bench_size(size: str, repeats: int, loop_len: int) -> dict:
     for name, make in ops.items():
         fns[name] = (jax.jit(lambda p, b, v, make=make: make(p, b)(v)), (w.params, w.batch, v))
     times = time_alternating(fns, repeats=repeats, warmup=2)
-    single = {
-        name: {"seconds": t, "ratio_to_grad": t / times["grad"]} for name, t in times.items()
-    }
+    single = {name: {"seconds": t, "ratio_to_grad": t / times["grad"]} for name, t in times.items()}
 
     loop_fns = {}
     for name in ("hvp", "hvp_linearize", "ggn"):

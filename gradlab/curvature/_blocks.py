@@ -105,43 +105,42 @@ def _leaf_mask(params: Params, select: Any) -> list[bool]:
 def restrict(matvec: MatVec, params: Params, select: Any) -> Block:
     r"""Restrict an operator on the params to the block of a subset of them.
 
-        With :math:`S` the selected coordinates and :math:`P_S` the matrix that picks them, the
-        block operator is :math:`A_{SS} = P_S A P_S^\top`: embed ``u`` with zeros elsewhere,
-        apply the full operator (one full product), and keep the selected leaves. Its spectrum is
-        the per-layer spectrum, e.g. of the Hessian block of one layer's weights.
+    With :math:`S` the selected coordinates and :math:`P_S` the matrix that picks them, the
+    block operator is :math:`A_{SS} = P_S A P_S^\top`: embed ``u`` with zeros elsewhere,
+    apply the full operator (one full product), and keep the selected leaves. Its spectrum is
+    the per-layer spectrum, e.g. of the Hessian block of one layer's weights.
 
-        Args:
-            matvec: any operator on params-shaped pytrees.
-            params: the params pytree (only its structure, shapes and dtypes are used).
-            select: which leaves form the block, one of
+    Args:
+        matvec: any operator on params-shaped pytrees.
+        params: the params pytree (only its structure, shapes and dtypes are used).
+        select: which leaves form the block, one of
 
-                * a string: a regular expression searched (``re.search``) in each leaf's
-                  slash-joined path, e.g. ``"Dense_1/kernel"`` or ``"Dense_[01]/"``
-                  (see :func:`param_paths`);
-                * a predicate ``select(path: str) -> bool`` on that path;
-                * a pytree of Python bools with the structure of ``params``, or a prefix of it
-                  (``{"params": {"Dense_0": True, "Dense_1": False}}``).
+            * a string: a regular expression searched (``re.search``) in each leaf's
+              slash-joined path, e.g. ``"Dense_1/kernel"`` or ``"Dense_[01]/"``
+              (see :func:`param_paths`);
+            * a predicate ``select(path: str) -> bool`` on that path;
+            * a pytree of Python bools with the structure of ``params``, or a prefix of it
+              (``{"params": {"Dense_0": True, "Dense_1": False}}``).
 
-        Returns:
-            A :class:`Block` ``(matvec, like, embed, extract)``.
+    Returns:
+        A :class:`Block` ``(matvec, like, embed, extract)``.
 
-        Raises:
-            ValueError: nothing is selected (the message lists the leaf paths).
-            TypeError: ``select`` is none of the accepted kinds, or (first call) a block vector
-                with the wrong structure.
+    Raises:
+        ValueError: nothing is selected (the message lists the leaf paths).
+        TypeError: ``select`` is none of the accepted kinds, or (first call) a block vector
+            with the wrong structure.
 
-        Examples:
-            >>> import jax.numpy as jnp
-    import numpy as np
-            >>> import gradlab as gl
-            >>> params = {"w1": jnp.ones(2), "w2": jnp.ones(1)}
-            >>> def loss_fn(p, x):
-            ...     return jnp.sum(x * p["w1"]) ** 2 * p["w2"][0]
-            >>> hvp = gl.curvature.hessian(loss_fn, params, jnp.ones((1, 2)))
-            >>> block = gl.curvature.restrict(hvp, params, "w1")
-            >>> gl.curvature.dense(block.matvec, block.like)  # d^2 L / d w1^2 = 2 w2 x x^T
-            Array([[2., 2.],
-                   [2., 2.]], dtype=float32)
+    Examples:
+        >>> import jax.numpy as jnp
+        >>> import gradlab as gl
+        >>> params = {"w1": jnp.ones(2), "w2": jnp.ones(1)}
+        >>> def loss_fn(p, x):
+        ...     return jnp.sum(x * p["w1"]) ** 2 * p["w2"][0]
+        >>> hvp = gl.curvature.hessian(loss_fn, params, jnp.ones((1, 2)))
+        >>> block = gl.curvature.restrict(hvp, params, "w1")
+        >>> gl.curvature.dense(block.matvec, block.like)  # d^2 L / d w1^2 = 2 w2 x x^T
+        Array([[2., 2.],
+               [2., 2.]], dtype=float32)
     """
     check_callable("matvec", matvec)
     mask = _leaf_mask(params, select)

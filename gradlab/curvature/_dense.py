@@ -72,5 +72,9 @@ def dense(
     def column(j: Any) -> jax.Array:
         return mv(jax.nn.one_hot(j, n, dtype=dtype))
 
-    columns = lax.map(column, jnp.arange(n), batch_size=min(chunk_size, n))
-    return columns.T
+    def build() -> jax.Array:
+        return lax.map(column, jnp.arange(n), batch_size=min(chunk_size, n)).T
+
+    # One compiled program even when called eagerly (outside jit, lax.map would run the
+    # leftover partial chunk op by op); inside an outer jit this is simply inlined.
+    return jax.jit(build)()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from typing import NamedTuple
 
 import flax.linen as nn
@@ -45,9 +46,9 @@ def make_problem(kind: str, key, n: int = 6) -> Problem:
         module, x = TinyCNN(), jax.random.normal(k1, (n, 5, 5, 1), dtype)
     else:
         raise ValueError(kind)
-    params = module.init(k2, x[:1])
+    params = jax.jit(module.init)(k2, x[:1])
     params = jax.tree_util.tree_map(lambda p: p.astype(dtype), params)
-    out = module.apply(params, x)
+    out = jax.jit(module.apply)(params, x)
     labels = jax.random.randint(k3, (n,), 0, out.shape[-1])
     targets = jax.random.normal(k4, out.shape, dtype)
     return Problem(params, module.apply, x, labels, targets)
@@ -63,11 +64,13 @@ def ce_loss_fn(problem: Problem):
     return loss_fn
 
 
+@functools.partial(jax.jit, static_argnums=0)
 def dense_hessian(loss_fn, params, batch):
     flat, unravel = ravel_pytree(params)
     return jax.hessian(lambda f: loss_fn(unravel(f), batch))(flat)
 
 
+@functools.partial(jax.jit, static_argnums=(0, 1))
 def dense_ggn(model_fn, loss_fn, params, inputs, targets):
     flat, unravel = ravel_pytree(params)
     out = model_fn(params, inputs)
@@ -76,6 +79,7 @@ def dense_ggn(model_fn, loss_fn, params, inputs, targets):
     return jac.T @ h_out @ jac
 
 
+@functools.partial(jax.jit, static_argnums=0)
 def dense_per_example_grads(loss_fn, params, batch):
     """``(N, P)`` per-example gradients, one example as a batch of size 1."""
     flat, unravel = ravel_pytree(params)
