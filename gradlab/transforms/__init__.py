@@ -9,29 +9,40 @@ contract suite ``tests/transforms/test_contract.py``.
 # Two helpers edit this file at the same time: each edits ONLY its own block below.
 
 # --- transforms-A ---
-from gradlab.transforms._adabelief import AdaBeliefState, adabelief, scale_by_adabelief
-from gradlab.transforms._adaptive_memory import AdaptiveMemoryState, am_adamw, am_sgd, scale_by_adaptive_memory
-from gradlab.transforms._diffgrad import DiffGradState, diffgrad, scale_by_diffgrad
-from gradlab.transforms._gradient_noise import AnnealedNoiseState, annealed_noise, scale_by_annealed_noise
-from gradlab.transforms._noise_adaptive_lr import LantonState, lanton, scale_by_lanton
+from gradlab.transforms._adabelief import AdaBeliefState as AdaBeliefState
+from gradlab.transforms._adabelief import adabelief as adabelief
+from gradlab.transforms._adabelief import scale_by_adabelief as scale_by_adabelief
+from gradlab.transforms._adaptive_memory import AdaptiveMemoryState as AdaptiveMemoryState
+from gradlab.transforms._adaptive_memory import am_adamw as am_adamw
+from gradlab.transforms._adaptive_memory import am_sgd as am_sgd
+from gradlab.transforms._adaptive_memory import scale_by_adaptive_memory as scale_by_adaptive_memory
+from gradlab.transforms._diffgrad import DiffGradState as DiffGradState
+from gradlab.transforms._diffgrad import diffgrad as diffgrad
+from gradlab.transforms._diffgrad import scale_by_diffgrad as scale_by_diffgrad
+from gradlab.transforms._gradient_noise import AnnealedNoiseState as AnnealedNoiseState
+from gradlab.transforms._gradient_noise import annealed_noise as annealed_noise
+from gradlab.transforms._gradient_noise import scale_by_annealed_noise as scale_by_annealed_noise
+from gradlab.transforms._noise_adaptive_lr import LantonState as LantonState
+from gradlab.transforms._noise_adaptive_lr import lanton as lanton
+from gradlab.transforms._noise_adaptive_lr import scale_by_lanton as scale_by_lanton
 
 _A_NAMES: list[str] = [
-    "AnnealedNoiseState",
-    "annealed_noise",
-    "scale_by_annealed_noise",
-    "LantonState",
-    "lanton",
-    "scale_by_lanton",
     "AdaBeliefState",
-    "adabelief",
-    "scale_by_adabelief",
     "AdaptiveMemoryState",
+    "AnnealedNoiseState",
+    "DiffGradState",
+    "LantonState",
+    "adabelief",
     "am_adamw",
     "am_sgd",
-    "scale_by_adaptive_memory",
-    "DiffGradState",
+    "annealed_noise",
     "diffgrad",
+    "lanton",
+    "scale_by_adabelief",
+    "scale_by_adaptive_memory",
+    "scale_by_annealed_noise",
     "scale_by_diffgrad",
+    "scale_by_lanton",
 ]
 # --- end transforms-A ---
 
