@@ -74,9 +74,9 @@ def batch_size_tests(
     A batch of size :math:`b` passes the norm test (Byrd et al., 2012) when
     :math:`\operatorname{Var}/b \le \eta^2 \|\nabla F\|^2`, i.e. :math:`b \ge b_{\text{norm}}`;
     likewise for the inner-product and orthogonality tests (Bollapragada et al., 2018). The
-    inner products are global, over the whole pytree, as in
-    the tests' definitions (the authors' code sums per-layer inner-product variances instead). A zero mean gradient with nonzero
-    variance asks for an infinite batch (``inf``); zero variance asks for ``0``.
+    inner products are global, over the whole pytree, as in the tests' definitions (the
+    authors' code sums per-layer inner-product variances instead). A zero mean gradient with
+    nonzero variance asks for an infinite batch (``inf``); zero variance asks for ``0``.
 
     Args:
         per_example_grads: pytree with a leading example axis of size ``m >= 2``.
