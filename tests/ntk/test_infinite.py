@@ -115,3 +115,40 @@ def test_mismatched_features():
     fn = gl.ntk.infinite_mlp(1)
     with pytest.raises(ValueError, match="same feature size"):
         fn(jnp.ones((2, 3)), jnp.ones((2, 4)))
+
+
+def test_empirical_ntk_converges_like_inverse_sqrt_width(x64):
+    """RMS over seeds of ||Theta_width - Theta_inf|| / ||Theta_inf|| ~ width^-1/2.
+
+    Depth-2 ReLU net, 6 inputs, 12 seeds per width, widths 64..2048. The slope's own spread
+    is estimated by bootstrapping the seeds and must be small (< 0.08) for the check to mean
+    anything; the fitted slope must lie in [-0.75, -0.3].
+    """
+    x = _inputs(6, 3)
+    depth, num_seeds = 2, 12
+    kw = {"weight_std": 2**0.5, "bias_std": 0.2}
+    truth = gl.ntk.infinite_mlp(depth, activation="relu", **kw)(x).ntk
+    widths = [64, 128, 256, 512, 1024, 2048]
+    sq_errors = []  # (widths, seeds)
+    for width in widths:
+        model = gl.models.NTKMLP((width,) * depth + (1,), dtype=jnp.float64, **kw)
+
+        @jax.jit
+        def sq_error(key, model=model):
+            params = model.init(key, x[:1])
+            k = gl.ntk.empirical_ntk(
+                model.apply, params, x, implementation="structured", vmap_axes=0
+            )
+            return jnp.sum((k - truth) ** 2)
+
+        sq_errors.append([float(sq_error(jax.random.key(100 + s))) for s in range(num_seeds)])
+    sq_errors = np.array(sq_errors) / float(jnp.sum(truth**2))
+    logw = np.log(widths)
+
+    def slope(errs):
+        return np.polyfit(logw, 0.5 * np.log(errs.mean(axis=1)), 1)[0]
+
+    rng = np.random.default_rng(0)
+    boot = [slope(sq_errors[:, rng.integers(0, num_seeds, num_seeds)]) for _ in range(200)]
+    assert np.std(boot) < 0.08, np.std(boot)
+    assert -0.75 <= slope(sq_errors) <= -0.3, (slope(sq_errors), np.std(boot))
