@@ -36,15 +36,25 @@ class DiceSGDState(NamedTuple):
 
 
 def canonical_key(key: Any, where: str) -> jax.Array:
-    """Return ``key`` as a typed PRNG key; raise ``ValueError`` naming ``key`` if it is missing."""
+    """Return ``key`` (typed key, raw uint32 key or int seed) as a typed PRNG key.
+
+    Raises ``ValueError`` naming ``key`` if it is missing.
+    """
     if key is None:
         raise ValueError(
             missing_argument_message(
                 "key", where, "pass an explicit PRNG key, e.g. key=jax.random.key(0)"
             )
         )
+    if isinstance(key, int) and not isinstance(key, bool):
+        return jax.random.key(key)  # an explicit integer seed
     key = jnp.asarray(key) if not isinstance(key, jax.Array) else key
     if not jnp.issubdtype(key.dtype, jax.dtypes.prng_key):
+        if key.dtype != jnp.uint32:
+            raise TypeError(
+                f"key must be a PRNG key (jax.random.key(seed)) or an integer seed, got an "
+                f"array of dtype {key.dtype} and shape {key.shape}"
+            )
         key = jax.random.wrap_key_data(key)
     if key.shape != ():
         raise ValueError(f"key must be a single PRNG key, got a key array of shape {key.shape}")
