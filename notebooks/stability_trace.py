@@ -79,4 +79,11 @@ for name in ("sgd", "gd"):
 # %% [markdown]
 # ## Measured values (full mode, 2-core CPU)
 #
-# Filled in from `gradlab reproduce stability_trace` (seed 0); see docs/reproductions.md.
+# `gradlab reproduce stability_trace` (seed 0), all 7 checks passed:
+#
+# - SGD(B=1): 11 of 17 learning rates converged ($\eta$ = 0.0093 ... 0.0526); the largest
+#   $\operatorname{Tr}(H)\,\eta/2$ is 0.879, at the largest converged $\eta = 0.0526$, where SGD
+#   also lowered the trace from 42.6 (small $\eta$) to 33.5. The next grid point, 0.0625, diverged.
+# - GD: 10 of 13 converged ($\eta$ = 0.0156 ... 0.354); max $\lambda_{\max}\eta/2 = 0.987$, while
+#   $\operatorname{Tr}(H)\,\eta/2$ reaches 5.46 (at $\eta = 0.354$).
+# - Hutch++ trace vs the trace of the dense Hessian: max relative error 4.6e-5.
