@@ -11,7 +11,12 @@ import optax
 
 from gradlab._src.errors import check_choice, check_int, check_real
 from gradlab._src.tree import tree_dtype
-from gradlab.transforms._dicesgd import canonical_key, check_stacked_like, require_extra
+from gradlab.transforms._dicesgd import (
+    canonical_key,
+    check_learning_rate,
+    check_stacked_like,
+    require_extra,
+)
 from gradlab.transforms._pcgrad import stack_ravel
 
 __all__ = [
@@ -315,6 +320,7 @@ def adadagrad(
     References:
         Lau, Liu, Kolar, 2024. https://arxiv.org/abs/2402.11215
     """
+    check_learning_rate(learning_rate)
     return optax.chain(
         scale_by_adadagrad(
             batch_size=batch_size,

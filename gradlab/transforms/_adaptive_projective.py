@@ -9,7 +9,7 @@ import jax.numpy as jnp
 import optax
 
 from gradlab._src.errors import check_choice, check_int, check_real
-from gradlab.transforms._dicesgd import check_stacked_like, require_extra
+from gradlab.transforms._dicesgd import check_learning_rate, check_stacked_like, require_extra
 
 __all__ = [
     "AdaptiveProjectionState",
@@ -324,6 +324,7 @@ def adaptive_projective_gd(
     References:
         Wei et al., ICML 2025. https://arxiv.org/abs/2501.01230
     """
+    check_learning_rate(learning_rate)
     return optax.chain(
         scale_by_adaptive_projection(task_vectors, reduction=reduction, rank_divisor=rank_divisor),
         optax.scale_by_learning_rate(learning_rate),

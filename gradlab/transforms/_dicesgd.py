@@ -61,6 +61,13 @@ def canonical_key(key: Any, where: str) -> jax.Array:
     return key
 
 
+def check_learning_rate(learning_rate: Any) -> Any:
+    """Reject a negative (or NaN) float learning rate; schedules and arrays pass through."""
+    if not callable(learning_rate):
+        check_real("learning_rate", learning_rate, 0.0)
+    return learning_rate
+
+
 def check_stacked_like(name: str, stacked: Any, like: Any) -> int:
     """Check that ``stacked`` is ``like`` with one extra leading axis; return that axis' size."""
     if jax.tree.structure(stacked) != jax.tree.structure(like):
@@ -254,6 +261,7 @@ def dicesgd(
     References:
         Zhang, Bu, Wu, Hong, ICLR 2024. https://arxiv.org/abs/2311.14632
     """
+    check_learning_rate(learning_rate)
     return optax.chain(
         scale_by_dicesgd(
             clip_norm=clip_norm,

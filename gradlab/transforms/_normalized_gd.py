@@ -8,7 +8,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from gradlab.transforms._dicesgd import require_extra
+from gradlab.transforms._dicesgd import check_learning_rate, require_extra
 
 __all__ = ["NormalizedGDState", "normalized_gd", "scale_by_normalized_gd"]
 
@@ -153,4 +153,5 @@ def normalized_gd(learning_rate: optax.ScalarOrSchedule) -> optax.GradientTransf
     References:
         Tyurin, AAAI 2025. https://arxiv.org/abs/2412.08424
     """
+    check_learning_rate(learning_rate)
     return optax.chain(scale_by_normalized_gd(), optax.scale_by_learning_rate(learning_rate))

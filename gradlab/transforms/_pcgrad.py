@@ -9,7 +9,12 @@ import jax.numpy as jnp
 import optax
 
 from gradlab._src.errors import check_choice, check_int
-from gradlab.transforms._dicesgd import canonical_key, check_stacked_like, require_extra
+from gradlab.transforms._dicesgd import (
+    canonical_key,
+    check_learning_rate,
+    check_stacked_like,
+    require_extra,
+)
 
 __all__ = ["PCGradState", "pcgrad", "scale_by_pcgrad"]
 
@@ -217,6 +222,7 @@ def pcgrad(
     References:
         Yu et al., NeurIPS 2020. https://arxiv.org/abs/2001.06782
     """
+    check_learning_rate(learning_rate)
     return optax.chain(
         scale_by_pcgrad(reduction=reduction, key=key, num_tasks=num_tasks),
         optax.scale_by_learning_rate(learning_rate),

@@ -12,7 +12,7 @@ import optax
 
 from gradlab._src.errors import check_choice, check_int
 from gradlab._src.tree import tree_dtype, tree_size
-from gradlab.transforms._dicesgd import canonical_key
+from gradlab.transforms._dicesgd import canonical_key, check_learning_rate
 from gradlab.transforms._pcgrad import unravel_like
 
 __all__ = [
@@ -303,6 +303,7 @@ def random_subspace(
     References:
         Li et al., ICLR 2018. https://arxiv.org/abs/1804.08838
     """
+    check_learning_rate(learning_rate)
     return optax.chain(
         scale_by_random_subspace(
             dim, key=key, projection=projection, chunk_size=chunk_size, inner=inner

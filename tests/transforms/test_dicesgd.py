@@ -111,6 +111,8 @@ def test_bad_input(key):
         scale_by_dicesgd(noise_multiplier=-0.1, key=key)
     with pytest.raises(ValueError, match="'key'"):
         scale_by_dicesgd(noise_multiplier=1.0)
+    with pytest.raises(ValueError, match="learning_rate"):
+        dicesgd(-0.1, noise_multiplier=1.0, key=key)
     tx = scale_by_dicesgd(noise_multiplier=1.0, key=key)
     params = {"a": jnp.zeros(3), "b": jnp.zeros(2)}
     state = tx.init(params)

@@ -86,6 +86,8 @@ def test_bad_input(key):
         scale_by_pcgrad(reduction="sum")
     with pytest.raises(ValueError, match="num_tasks"):
         scale_by_pcgrad(reduction="sum", key=key, num_tasks=0)
+    with pytest.raises(ValueError, match="learning_rate"):
+        pcgrad(-0.1, reduction="sum", key=key)
     tx = scale_by_pcgrad(reduction="sum", key=key, num_tasks=3)
     state = tx.init(jnp.zeros(2))
     with pytest.raises(ValueError, match="per_task_grads"):

@@ -84,5 +84,7 @@ def test_bad_input(key):
         scale_by_random_subspace(3, key=key, projection="fastfood")
     with pytest.raises(ValueError, match="dim"):
         scale_by_random_subspace(0, key=key)
+    with pytest.raises(ValueError, match="learning_rate"):
+        random_subspace(-1.0, 3, key=key)
     with pytest.raises(ValueError, match="dim=30 is out of range"):
         scale_by_random_subspace(30, key=key).init(_params())
