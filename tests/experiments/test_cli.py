@@ -99,3 +99,16 @@ def test_reproduce_smoke_end_to_end(tmp_path):
 def test_all_flag_conflicts(argv):
     out = gradlab(*argv)
     assert out.returncode == 2
+
+
+def test_demo_prints_eigenvalues_and_trace():
+    out = gradlab("demo")
+    assert out.returncode == 0, out.stderr
+    lines = out.stdout.splitlines()
+    eig_lines = [line for line in lines if line.strip().startswith("lambda_")]
+    assert len(eig_lines) == 5
+    values = [float(line.split("=")[1].split()[0]) for line in eig_lines]
+    assert values == sorted(values, reverse=True) and values[0] > 0
+    trace_line = next(line for line in lines if line.startswith("Hessian trace"))
+    value, sem = (float(v) for v in trace_line.split(":")[1].split("+-"))
+    assert sem > 0 and value > 0
