@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 import jax
 import jax.numpy as jnp
 from jax import lax
@@ -29,8 +27,9 @@ def dense(
     Column ``j`` is :math:`A e_j`, with :math:`e_j` the ``j``-th basis vector of the raveled
     parameter space (the order of ``jax.flatten_util.ravel_pytree(like)``: leaves in
     ``jax.tree_util.tree_leaves`` order, each flattened row-major). The ``n`` products run as
-    ``lax.map`` over chunks of ``chunk_size`` basis vectors, each chunk vmapped, so peak extra
-    memory is about ``chunk_size`` products at a time plus the ``n * n`` result.
+    ``lax.map`` over equal chunks of at most ``chunk_size`` basis vectors, each chunk vmapped,
+    so peak extra memory is about ``chunk_size`` products at a time plus the ``n * n`` result.
+    It is one compiled scan even when called eagerly.
 
     Args:
         matvec: ``matvec(v) -> Av`` on pytrees shaped like ``like`` (any curvature operator).
@@ -69,12 +68,15 @@ def dense(
             "(gradlab.spectral) or a sub-block (gradlab.curvature.restrict)."
         )
 
-    def column(j: Any) -> jax.Array:
-        return mv(jax.nn.one_hot(j, n, dtype=dtype))
+    # Balanced chunks: ceil(n / chunk_size) chunks of equal size, the index list padded by
+    # fewer than num_chunks entries. No ragged leftover chunk, so even an eager call runs as
+    # one compiled scan (with the operator's arrays as its operands, not folded constants).
+    num_chunks = -(-n // chunk_size)
+    chunk = -(-n // num_chunks)
+    index = jnp.minimum(jnp.arange(num_chunks * chunk), n - 1).reshape(num_chunks, chunk)
 
-    def build() -> jax.Array:
-        return lax.map(column, jnp.arange(n), batch_size=min(chunk_size, n)).T
+    def columns(js: jax.Array) -> jax.Array:
+        return jax.vmap(lambda j: mv(jax.nn.one_hot(j, n, dtype=dtype)))(js)
 
-    # One compiled program even when called eagerly (outside jit, lax.map would run the
-    # leftover partial chunk op by op); inside an outer jit this is simply inlined.
-    return jax.jit(build)()
+    cols = lax.map(columns, index).reshape(num_chunks * chunk, n)[:n]
+    return cols.T
