@@ -151,14 +151,15 @@ def chunked_mean_var(
         return mean, m2
 
     full = keys[: num_full * chunk_size].reshape((num_full, chunk_size, *keys.shape[1:]))
-    first = chunk_stats(full[0])
+    shapes = jax.eval_shape(chunk_stats, full[0])
+    zero = jax.tree_util.tree_map(lambda x: jnp.zeros(x.shape, x.dtype), shapes)
 
     def body(carry, xs):
         ks, index = xs
-        count_a = (index + 1.0) * chunk_size
+        count_a = index * float(chunk_size)  # merging into an empty accumulator is exact
         return merge(carry, count_a, chunk_stats(ks), float(chunk_size)), None
 
-    acc, _ = lax.scan(body, first, (full[1:], jnp.arange(num_full - 1)))
+    acc, _ = lax.scan(body, zero, (full, jnp.arange(num_full)))
     rest = num - num_full * chunk_size
     if rest:
         acc = merge(
