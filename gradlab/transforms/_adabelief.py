@@ -21,6 +21,13 @@ class AdaBeliefState(NamedTuple):
         mu: EMA of the gradients, a pytree like the params.
         nu: EMA of the squared prediction error ``(g - mu)^2`` (plus ``eps_root`` per step),
             a pytree like the params.
+
+    Examples:
+        >>> import jax.numpy as jnp
+        >>> import gradlab as gl
+        >>> state = gl.transforms.scale_by_adabelief().init(jnp.zeros(3))
+        >>> int(state.count), state.mu.shape
+        (0, (3,))
     """
 
     count: jax.Array

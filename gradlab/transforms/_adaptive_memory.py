@@ -27,6 +27,14 @@ class AdaptiveMemoryState(NamedTuple):
             memory plane's value at the current iterate.
         beta: scalar (same dtype), the momentum coefficient :math:`\\beta_t` chosen at the last step
             (for monitoring).
+
+    Examples:
+        >>> import jax.numpy as jnp
+        >>> import gradlab as gl
+        >>> tx = gl.transforms.scale_by_adaptive_memory(0.1)
+        >>> _, state = tx.update(jnp.ones(2), tx.init(jnp.zeros(2)), value=jnp.array(1.0))
+        >>> float(state.beta), state.momentum
+        (0.0, Array([1., 1.], dtype=float32))
     """
 
     count: jax.Array

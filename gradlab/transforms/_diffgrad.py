@@ -22,6 +22,14 @@ class DiffGradState(NamedTuple):
         nu: second moment (EMA of squared gradients), a pytree like the params.
         prev_grad: the previous gradient **stored by value** (zeros before the first step), a
             pytree like the params.
+
+    Examples:
+        >>> import jax.numpy as jnp
+        >>> import gradlab as gl
+        >>> tx = gl.transforms.scale_by_diffgrad()
+        >>> _, state = tx.update(jnp.array([1.0, 2.0]), tx.init(jnp.zeros(2)))
+        >>> state.prev_grad
+        Array([1., 2.], dtype=float32)
     """
 
     count: jax.Array

@@ -23,6 +23,14 @@ class AnnealedNoiseState(NamedTuple):
     Attributes:
         count: int32 scalar, number of updates done so far (``t`` in the schedule).
         key: the PRNG key for the next step's noise (split once per step).
+
+    Examples:
+        >>> import jax, jax.numpy as jnp
+        >>> import gradlab as gl
+        >>> tx = gl.transforms.scale_by_annealed_noise(0.01, key=jax.random.key(0))
+        >>> _, state = tx.update(jnp.ones(3), tx.init(jnp.zeros(3)))
+        >>> int(state.count)
+        1
     """
 
     count: jax.Array

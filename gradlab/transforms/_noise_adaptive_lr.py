@@ -25,6 +25,13 @@ class LantonState(NamedTuple):
         momentum: EMA of the gradients :math:`M_t`, a pytree like the params.
         noise: per-layer EMA of the squared dual norm of :math:`G_t - M_{t-1}`, a pytree with
             the params' structure and one scalar per leaf (float32, float64 for float64 params).
+
+    Examples:
+        >>> import jax.numpy as jnp
+        >>> import gradlab as gl
+        >>> state = gl.transforms.scale_by_lanton().init({"w": jnp.zeros((3, 2)), "b": jnp.zeros(2)})
+        >>> state.noise
+        {'b': Array(0., dtype=float32), 'w': Array(0., dtype=float32)}
     """
 
     count: jax.Array
