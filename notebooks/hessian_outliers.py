@@ -89,4 +89,5 @@ for r in result.results["runs"]:
 # | C=10, width 256 | i = 9 | 6.60 |
 #
 # Lanczos (`eigsh`) vs dense `eigvalsh` (P = 1,794 and 1,893): max relative error 1.2e-6.
-# Top $C-1$ GGN vs Hessian eigenvalues: max relative error 8.3e-4.
+# Top $C-1$ GGN vs Hessian eigenvalues: max relative error 8.3e-4. Wall time 388 s on the
+# shared 2-core CPU under heavy load.
