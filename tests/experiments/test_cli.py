@@ -112,3 +112,46 @@ def test_demo_prints_eigenvalues_and_trace():
     trace_line = next(line for line in lines if line.startswith("Hessian trace"))
     value, sem = (float(v) for v in trace_line.split(":")[1].split("+-"))
     assert sem > 0 and value > 0
+
+
+def test_reproduce_all_prints_summary(monkeypatch, tmp_path, capsys):
+    """--all runs every registered reproduction and summarises; exit 1 if any failed."""
+    import dataclasses
+    import types
+
+    from gradlab.experiments import Experiment, check, cli
+    from gradlab.experiments import registry as registry_module
+
+    @dataclasses.dataclass(frozen=True)
+    class Config:
+        value: float = 2.0
+
+    def make(name):
+        return Experiment(
+            name,
+            "Toy",
+            "0000.00000",
+            "1 s",
+            Config,
+            run=lambda config, progress: {"value": config.value},
+            checks=lambda config, r: [check("value", r["value"], ">=", 1.0)],
+            plot=lambda config, r: None,
+        )
+
+    configs = tmp_path / "configs"
+    configs.mkdir()
+    (configs / "toy.yaml").write_text("value: 2.0\nsmoke:\n  value: 1.5\n")
+    (configs / "toy_fail.yaml").write_text("value: 0.5\n")
+    monkeypatch.setenv("GRADLAB_CONFIGS", str(configs))
+    monkeypatch.setattr(registry_module, "NAMES", ("toy", "toy_fail"))
+    for name in ("toy", "toy_fail"):
+        module = types.ModuleType(f"gradlab.experiments.{name}")
+        module.EXPERIMENT = make(name)
+        monkeypatch.setitem(sys.modules, f"gradlab.experiments.{name}", module)
+    status = cli.main(["reproduce", "--all", "--no-progress", "--out", str(tmp_path / "runs")])
+    out = capsys.readouterr().out
+    assert status == 1
+    assert "== summary" in out and "1/2 reproductions passed" in out
+    summary = out.split("== summary")[1].splitlines()
+    assert any(line.startswith("toy ") and "PASS" in line for line in summary)
+    assert any(line.startswith("toy_fail") and "FAIL" in line for line in summary)
