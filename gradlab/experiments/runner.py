@@ -89,7 +89,7 @@ def make_progress(enabled: bool = True):
     if not enabled:
         return _NullBar
 
-    from tqdm.auto import tqdm
+    from tqdm import tqdm
 
     def progress(total: int | None = None, desc: str | None = None, **kwargs: Any):
         return tqdm(total=total, desc=desc, file=sys.stderr, leave=False, **kwargs)
