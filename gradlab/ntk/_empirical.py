@@ -365,8 +365,10 @@ def choose_implementation(layout: Layout, params: Any, x1, x2) -> tuple[Choice, 
             fan_in = calls[0].in_shape[-1] if calls[0].kind == "dense" else 1
             fan_out = calls[0].out_shape[-1]
             per_pair += t * t * (fan_in + out_pairs * fan_out)
-        costs["structured"] = 3.0 * sides * outputs * fwd + 2.0 * pairs * (
-            per_pair + rest * out_pairs
+        # factor 2: cotangents at every covered layer plus Jacobians of the other leaves, and
+        # the interception bookkeeping; structured must save real work to be chosen
+        costs["structured"] = 2.0 * (
+            3.0 * sides * outputs * fwd + 2.0 * pairs * (per_pair + rest * out_pairs)
         )
     best = min(costs, key=costs.get)
     return Choice(best, costs), plan
@@ -396,12 +398,18 @@ def empirical_ntk(
 
         The ``auto`` rule estimates the flops of each implementation from the number of
         examples ``N1, N2``, outputs per example ``O``, parameters ``P``, output pairs kept per
-        example pair ``Q`` (``1`` when the output axis is traced, ``O^2`` for ``trace_axes=()``)
+        example pair ``Q`` (``O`` when the output axis is traced, ``O^2`` for ``trace_axes=()``)
         and the cost ``F`` of one forward pass per example (XLA's cost analysis, at least
         ``2 P``): Jacobian contraction ``3 N O F + 2 N1 N2 P Q``; NTK-vector products
-        ``3 N2 O F + 3 N1 N2 O F``; structured (when a supported layer is found)
-        ``3 N O F + 2 N1 N2 (sum_layers T^2 (fan_in + Q fan_out) + P_rest Q)``, and picks the
-        smallest.
+        ``3 N2 O F + 3 N1 N2 O F``; structured (when a supported layer is found) twice
+        ``3 N O F + 2 N1 N2 (sum_layers T^2 (fan_in + Q fan_out) + P_rest Q)`` (the factor 2
+        charges its bookkeeping, so it is chosen only when it saves real work), and picks the
+        smallest. ``N`` is ``N1`` when ``x2`` is ``None`` and ``N1 + N2`` otherwise, ``T`` the
+        number of positions a layer is applied at, ``P_rest`` the parameters outside supported
+        layers. Consequences: structured for MLPs; NTK-vector products for dense nets with
+        many outputs and ``trace_axes=()`` when structured does not apply (``Q = O^2`` makes
+        the contraction dominate); Jacobian contraction for convolutional nets with few
+        outputs (``F >> P``).
 
         Args:
     {args}

@@ -1,0 +1,169 @@
+"""Empirical-NTK implementations vs a naive jacrev baseline, and NTK spectra without the kernel.
+
+    python -m benchmarks.ntk [--quick]
+
+Workloads (float32, jit, data and weights passed as arguments): digits (standardised) through
+the small (64-128-128-10) and wide (64-512-512-10) tanh MLPs of DESIGN.md, and a small CNN
+(``gl.models.TinyCNN``, two 3x3 convolutions with 8 channels, mean pool, dense 10) on the same
+digits as 8x8x1 images. For N examples and ``trace_axes=(-1,)`` (an (N, N) kernel) and
+``trace_axes=()`` ((N, N, 10, 10)) it times each implementation (``vmap_axes=0``) and the naive
+baseline (``jax.jacrev`` over the whole batch, flatten to (N*O, P), matmul), alternating
+repeats, and prints ratios ``naive / implementation`` plus the choice ``auto`` makes.
+
+Second part: the top-5 eigenvalues of the full NTK (``N O x N O``) of the small MLP on
+N=4,096 inputs from :func:`gradlab.ntk.ntk_operator` + :func:`gradlab.spectral.eigsh`, against
+forming the (N, N) traced kernel with the fastest implementation (the full kernel, 6.7 GB in
+float32, does not fit this machine). Digits has 1,797 images, so the 4,096 inputs are the
+digits repeated with N(0, 0.1^2) jitter.
+
+``--quick`` keeps N=128 only, 3 repeats, and skips what takes minutes on a shared 2-core CPU.
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+
+import jax
+import jax.numpy as jnp
+
+import gradlab as gl
+from benchmarks._workloads import digits_mlp, emit, time_alternating, time_fn
+from gradlab.ntk._empirical import choose_implementation
+from gradlab.ntk._layout import make_layout
+
+IMPLS = ("jacobian_contraction", "ntk_vector_products", "structured")
+
+
+def naive_ntk(apply_fn, params, x, trace):
+    """The baseline: jacrev of the batched outputs, flattened to (N*O, P), then J J^T."""
+    jac = jax.jacrev(lambda p: apply_fn(p, x))(params)
+    n, o = x.shape[0], jax.eval_shape(apply_fn, params, x).shape[1]
+    flat = jnp.concatenate([j.reshape(n * o, -1) for j in jax.tree_util.tree_leaves(jac)], 1)
+    k = (flat @ flat.T).reshape(n, o, n, o)
+    if trace:
+        return jnp.einsum("naMa->nM", k) / o
+    return jnp.transpose(k, (0, 2, 1, 3))
+
+
+def workloads(n: int):
+    x, _ = gl.data.digits(min(n, 1024), dtype=jnp.float32)
+    if n > x.shape[0]:
+        x = jnp.concatenate([x] * (-(-n // x.shape[0])))[:n]
+    out = {}
+    for size in ("small", "wide"):
+        w = digits_mlp(size, n=min(n, 1024))
+        out[f"mlp_{size}"] = (w.params, w.apply_fn, x)
+    params, apply_fn = gl.models.init_cnn(jax.random.key(0), (8, 8, 1), 10, channels=(8, 8))
+    out["cnn"] = (params, apply_fn, x.reshape(-1, 8, 8, 1))
+    return out
+
+
+def bench_kernel(name, params, apply_fn, x, trace, repeats, skip):
+    trace_axes = (-1,) if trace else ()
+    fns = {}
+    for impl in IMPLS:
+        if (name, impl) in skip:
+            continue
+        fns[impl] = jax.jit(
+            functools.partial(
+                gl.ntk.empirical_ntk,
+                apply_fn,
+                implementation=impl,
+                trace_axes=trace_axes,
+                vmap_axes=0,
+            )
+        )
+    if (name, "naive") not in skip:
+        fns["naive"] = jax.jit(functools.partial(naive_ntk, apply_fn, trace=trace))
+    times = time_alternating(
+        {k: (f, (params, x)) for k, f in fns.items()}, repeats=repeats, warmup=1
+    )
+    layout = make_layout(
+        apply_fn,
+        params,
+        x,
+        None,
+        trace_axes=trace_axes,
+        diagonal_axes=(),
+        vmap_axes=0,
+        batch_size=None,
+    )
+    choice, _ = choose_implementation(layout, params, x, None)
+    result = {
+        "n": int(x.shape[0]),
+        "trace_axes": list(trace_axes),
+        "seconds": times,
+        "auto_choice": choice.implementation,
+        "auto_cost_estimates": {k: float(v) for k, v in choice.costs.items()},
+    }
+    measured = {k: v for k, v in times.items() if k != "naive"}
+    result["fastest_measured"] = min(measured, key=measured.get)
+    if "naive" in times:
+        result["speedup_vs_naive"] = {k: times["naive"] / v for k, v in measured.items()}
+    return result
+
+
+def bench_spectrum(n, repeats):
+    w = digits_mlp("small")
+    x, _ = gl.data.digits(1024, dtype=jnp.float32)
+    reps = -(-n // x.shape[0])
+    noise = 0.1 * jax.random.normal(jax.random.key(0), (reps * x.shape[0], x.shape[1]))
+    x = (jnp.concatenate([x] * reps) + noise)[:n]
+
+    @jax.jit
+    def top5(params, x):
+        matvec = gl.ntk.ntk_operator(w.apply_fn, params, x)
+        like = jnp.zeros((x.shape[0], 10), jnp.float32)
+        res = gl.spectral.eigsh(matvec, like, k=5, key=jax.random.key(1))
+        return res.eigenvalues, res.converged, res.num_matvecs
+
+    @jax.jit
+    def form(params, x):
+        return gl.ntk.empirical_ntk(
+            w.apply_fn, params, x, implementation="structured", vmap_axes=0, batch_size=1024
+        )
+
+    eig, conv, nmv = top5(w.params, x)
+    t_op = time_fn(top5, w.params, x, repeats=repeats)
+    t_form = time_fn(form, w.params, x, repeats=max(1, repeats // 2))
+    return {
+        "n": n,
+        "operator_eigsh_top5_seconds": t_op,
+        "eigenvalues": [float(e) for e in eig],
+        "converged": [bool(c) for c in conv],
+        "num_matvecs": int(nmv),
+        "form_traced_kernel_seconds": t_form,
+        "ratio_form_over_operator": t_form / t_op,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="N=128 only, few repeats")
+    args = parser.parse_args()
+    repeats = 3 if args.quick else 7
+    sizes = (128,) if args.quick else (128, 512)
+    results = []
+    for n in sizes:
+        for name, (params, apply_fn, x) in workloads(n).items():
+            skip = set()
+            if name == "mlp_wide":
+                # NTK-vector products take N^2 O wide forward passes: minutes here
+                skip.add((name, "ntk_vector_products"))
+            if n >= 512 and name.startswith("mlp"):
+                # the (N O, P) Jacobian is 0.5-6 GB at N=512; NVP is N^2 O forward passes
+                skip |= {(name, "naive"), (name, "jacobian_contraction")}
+                skip.add((name, "ntk_vector_products"))
+            for trace in (True, False):
+                r = bench_kernel(name, params, apply_fn, x, trace, repeats, skip)
+                r["workload"] = name
+                r["skipped"] = sorted(i for (wname, i) in skip if wname == name)
+                results.append(r)
+                print(r, flush=True)
+    spectrum = bench_spectrum(4096, 1 if args.quick else 3)
+    emit({"benchmark": "ntk", "quick": args.quick, "kernels": results, "spectrum": spectrum})
+
+
+if __name__ == "__main__":
+    main()
