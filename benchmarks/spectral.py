@@ -12,6 +12,7 @@ the compiled peak memory of a 1,000-probe Hutchinson trace against one HVP.
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import time
 
@@ -98,34 +99,37 @@ def exact_trace_per_layer(params, batch, chunk=16):
     :math:`\sum_n D_{nj}`). ``D`` needs one HVP per unit of the layer with respect to ``Z``,
     applied to all examples at once, instead of one per parameter.
     """
-    layers = params["params"]
-    names = sorted(layers, key=lambda k: int(k.split("_")[1]))
-    x, y = batch
+    names = sorted(params["params"], key=lambda k: int(k.split("_")[1]))
     num_layers = len(names)
 
-    def loss_from(index, z):
-        h = z
-        for j in range(index, num_layers):
-            if j > index:
-                h = h @ layers[names[j]]["kernel"] + layers[names[j]]["bias"]
-            if j < num_layers - 1:
-                h = jnp.tanh(h)
-        return gl.models.softmax_cross_entropy(h, y)
+    def layer_trace(index, params, batch):
+        layers = params["params"]
+        x, y = batch
 
-    result = {}
-    a_in = x
-    for index, name in enumerate(names):
-        z = a_in @ layers[name]["kernel"] + layers[name]["bias"]
-        grad_fn = jax.grad(lambda zz, index=index: loss_from(index, zz))
+        def loss_from(z):
+            h = z
+            for j in range(index, num_layers):
+                if j > index:
+                    h = h @ layers[names[j]]["kernel"] + layers[names[j]]["bias"]
+                if j < num_layers - 1:
+                    h = jnp.tanh(h)
+            return gl.models.softmax_cross_entropy(h, y)
 
-        def diag_unit(j, z=z, grad_fn=grad_fn):
+        a_in = x
+        for j in range(index):
+            a_in = jnp.tanh(a_in @ layers[names[j]]["kernel"] + layers[names[j]]["bias"])
+        z = a_in @ layers[names[index]]["kernel"] + layers[names[index]]["bias"]
+        grad_fn = jax.grad(loss_from)
+
+        def diag_unit(j):
             e = jnp.zeros_like(z).at[:, j].set(1.0)
             return jax.jvp(grad_fn, (z,), (e,))[1][:, j]
 
-        d = jax.jit(lambda z, f=diag_unit: lax.map(f, jnp.arange(z.shape[1]), batch_size=chunk))(z)
-        d = d.T  # (N, width)
-        result[name] = float(jnp.sum(jnp.sum(a_in**2, axis=1)[:, None] * d) + jnp.sum(d))
-        a_in = jnp.tanh(z)
+        d = lax.map(diag_unit, jnp.arange(z.shape[1]), batch_size=chunk).T  # (N, width)
+        return jnp.sum(jnp.sum(a_in**2, axis=1)[:, None] * d) + jnp.sum(d)
+
+    fn = jax.jit(layer_trace, static_argnums=0)
+    result = {name: float(fn(index, params, batch)) for index, name in enumerate(names)}
     return result
 
 
@@ -379,40 +383,42 @@ def _log(msg: str) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="few repeats; heavy parts on small")
+    parser.add_argument("--quick", action="store_true", help="few repeats, small model only")
+    parser.add_argument(
+        "--sizes", default=None, help="comma-separated models (default: small,wide; quick: small)"
+    )
+    parser.add_argument("--partial", default=None, help="also write results here after each stage")
     args = parser.parse_args()
     repeats = 2 if args.quick else 5
-    small, wide = digits_mlp("small"), digits_mlp("wide")
-    result = {"quick": args.quick, "machine": "2-core CPU, shared, noisy"}
+    sizes = (args.sizes or ("small" if args.quick else "small,wide")).split(",")
+    result = {"quick": args.quick, "machine": "2-core CPU, shared, noisy", "sizes": sizes}
 
-    _log("lanczos small")
-    result["lanczos_small"] = lanczos_timings(small, repeats)
-    _log("lanczos wide")
-    result["lanczos_wide"] = lanczos_timings(wide, 1 if args.quick else 3)
-    _log("compile times")
-    result["compile_small"] = compile_times(small)
-    heavy = [("small", small)] if args.quick else [("small", small), ("wide", wide)]
-    for name, wl in heavy:
-        _log(f"eigsh {name}")
-        result[f"eigsh_{name}"] = eigsh_run(wl, 1 if name == "wide" else repeats)
-        _log(f"trace {name}")
-        result[f"trace_{name}"] = trace_run(wl, 1)
-        _log(f"slq {name}")
-        result[f"slq_{name}"] = slq_run(wl, 1)
-    _log("memory")
-    result["memory_small"] = memory_run(small)
-    for name, wl in heavy:
-        _log(f"float64 reference {name}")
-        ref = float64_reference(wl)
-        eig = result[f"eigsh_{name}"]
+    def stage(name, fn, *fn_args):
+        _log(name)
+        result[name] = fn(*fn_args)
+        if args.partial:
+            with open(args.partial, "w") as f:
+                json.dump(result, f, indent=2, default=float)
+
+    for size in sizes:
+        wl = digits_mlp(size)
+        reps = repeats if size == "small" else 1
+        stage(f"lanczos_{size}", lanczos_timings, wl, reps)
+        if size == "small":
+            stage("compile_small", compile_times, wl)
+        stage(f"eigsh_{size}", eigsh_run, wl, reps)
+        stage(f"trace_{size}", trace_run, wl, 1)
+        stage(f"slq_{size}", slq_run, wl, 1)
+        if size == "small":
+            stage("memory_small", memory_run, wl)
+        stage(f"float64_reference_{size}", float64_reference, wl)
+        ref = result[f"float64_reference_{size}"]
+        eig = result[f"eigsh_{size}"]
         ref_vals = np.array(ref["eigenvalues"])
-        eig["float64_reference"] = ref["eigenvalues"]
         eig["max_rel_error"] = float(
             np.max(np.abs(np.array(eig["eigenvalues"]) - ref_vals) / np.abs(ref_vals))
         )
-        tr = result[f"trace_{name}"]
-        tr["exact_trace"] = ref["trace"]
-        tr["exact_trace_per_layer"] = ref["trace_per_layer"]
+        tr = result[f"trace_{size}"]
         for est in ("hutch++", "xtrace", "hutchinson", "hutchinson_15"):
             tr[est]["rel_error"] = abs(tr[est]["value"] - ref["trace"]) / abs(ref["trace"])
             tr[est]["error_in_sems"] = abs(tr[est]["value"] - ref["trace"]) / tr[est]["sem"]

@@ -29,7 +29,7 @@ def _run_all(params, batch, key):
             name: gl.spectral.trace(hvp, params, key=key, num_matvecs=40, estimator=name)
             for name in ("hutchinson", "hutch++", "xtrace")
         },
-        "diag": gl.spectral.diagonal(hvp, params, key=key, num_matvecs=40, chunk_size=8),
+        "diag": gl.spectral.diagonal(hvp, params, key=key, num_matvecs=40),
         "rhs": jax.grad(loss_fn)(params, batch),
     }
 
