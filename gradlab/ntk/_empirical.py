@@ -23,40 +23,6 @@ __all__ = [
 Implementation = Literal["auto", "jacobian_contraction", "ntk_vector_products", "structured"]
 IMPLEMENTATIONS = ("auto", "jacobian_contraction", "ntk_vector_products", "structured")
 
-_SHAPE_DOC = """
-    Shape contract (as neural-tangents): for outputs ``f(params, x)`` of shape
-    ``(s_0, ..., s_{r-1})``, each output axis in ``trace_axes`` is contracted between the two
-    sides and divided by its size, each axis in ``diagonal_axes`` keeps one copy, and every
-    other axis appears twice (``x1``'s then ``x2``'s), in output-axis order. For ``(N, O)``
-    outputs, ``trace_axes=(-1,)`` gives ``(N1, N2)``, ``trace_axes=()`` gives
-    ``(N1, N2, O, O)``, ``diagonal_axes=(0,)`` with ``trace_axes=(-1,)`` gives ``(N,)``.
-"""
-
-_ARGS_DOC = """
-        apply_fn: ``apply_fn(params, x) -> outputs`` with the example axis of ``x`` and of the
-            outputs given by ``vmap_axes`` (0 by convention).
-        params: parameter pytree.
-        x1: inputs, an array with an example axis.
-        x2: second inputs with the same feature shape; ``None`` means ``x1`` (cheaper).
-        trace_axes: output axes to contract (and divide by their size); default the last.
-        diagonal_axes: output axes on which only the diagonal is kept.
-        vmap_axes: ``None`` (default: the whole batch is differentiated at once, exact even
-            when examples interact, but the cost grows quadratically in ``N``), an int
-            (``in_axes = out_axes``) or a pair ``(in_axes, out_axes)``. Passing it
-            certifies that ``apply_fn`` treats examples independently; the result is wrong
-            (silently) if they interact, e.g. through batch norm in training mode.
-        batch_size: compute the kernel in tiles of this many examples per side (requires
-            ``vmap_axes``); memory is bounded by two tiles' worth of Jacobians, at the price
-            of recomputing them once per tile pair.
-"""
-
-
-def _with_docs(fn: Callable) -> Callable:
-    fn.__doc__ = fn.__doc__.replace("{shape}", _SHAPE_DOC.strip("\n")).replace(
-        "{args}", _ARGS_DOC.strip("\n")
-    )
-    return fn
-
 
 def _jacobian_features(layout: Layout, params: Any):
     jac = jax.jacrev(layout.unit)
@@ -134,7 +100,6 @@ def _prepare(apply_fn, params, x1, x2, trace_axes, diagonal_axes, vmap_axes, bat
     return layout, x1, x2
 
 
-@_with_docs
 def jacobian_contraction(
     apply_fn: Callable,
     params: Any,
@@ -148,32 +113,51 @@ def jacobian_contraction(
 ) -> jax.Array:
     r"""Empirical NTK by contracting per-example Jacobians leaf by leaf.
 
-        ``Theta = sum_leaves J1_leaf J2_leaf^T``: the Jacobians of the outputs with respect to each
-        parameter leaf are computed in reverse mode (``O`` VJPs per example) and contracted with
-        one ``einsum`` per leaf, never concatenated into a full ``(N*O, P)`` matrix. Cost:
-        ``N O`` backward passes and ``N1 N2 P`` multiply-adds per contracted output pair; memory
-        ``N O P``.
+    ``Theta = sum_leaves J1_leaf J2_leaf^T``: the Jacobians of the outputs with respect to each
+    parameter leaf are computed in reverse mode (``O`` VJPs per example) and contracted with
+    one ``einsum`` per leaf, never concatenated into a full ``(N*O, P)`` matrix. Cost:
+    ``N O`` backward passes and ``N1 N2 P`` multiply-adds per contracted output pair; memory
+    ``N O P``.
 
-        {shape}
+    Shape contract (as neural-tangents): for outputs ``f(params, x)`` of shape
+    ``(s_0, ..., s_{r-1})``, each output axis in ``trace_axes`` is contracted between the two
+    sides and divided by its size, each axis in ``diagonal_axes`` keeps one copy, and every
+    other axis appears twice (``x1``'s then ``x2``'s), in output-axis order. For ``(N, O)``
+    outputs, ``trace_axes=(-1,)`` gives ``(N1, N2)``, ``trace_axes=()`` gives
+    ``(N1, N2, O, O)``, ``diagonal_axes=(0,)`` with ``trace_axes=(-1,)`` gives ``(N,)``.
 
-        Args:
-    {args}
+    Args:
+        apply_fn: ``apply_fn(params, x) -> outputs`` with the example axis of ``x`` and of the
+            outputs given by ``vmap_axes`` (0 by convention).
+        params: parameter pytree.
+        x1: inputs, an array with an example axis.
+        x2: second inputs with the same feature shape; ``None`` means ``x1`` (cheaper).
+        trace_axes: output axes to contract (and divide by their size); default the last.
+        diagonal_axes: output axes on which only the diagonal is kept.
+        vmap_axes: ``None`` (default: the whole batch is differentiated at once, exact even
+            when examples interact, but the cost grows quadratically in ``N``), an int
+            (``in_axes = out_axes``) or a pair ``(in_axes, out_axes)``. Passing it
+            certifies that ``apply_fn`` treats examples independently; the result is wrong
+            (silently) if they interact, e.g. through batch norm in training mode.
+        batch_size: compute the kernel in tiles of this many examples per side (requires
+            ``vmap_axes``); memory is bounded by two tiles' worth of Jacobians, at the price
+            of recomputing them once per tile pair.
 
-        Returns:
-            The kernel, shaped as the contract above says.
+    Returns:
+        The kernel, shaped as the contract above says.
 
-        Examples:
-            >>> import jax, jax.numpy as jnp, gradlab as gl
-            >>> params, apply_fn = gl.models.init_mlp(jax.random.key(0), (4, 8, 3))
-            >>> x = jnp.ones((5, 4))
-            >>> gl.ntk.jacobian_contraction(apply_fn, params, x, vmap_axes=0).shape
-            (5, 5)
-            >>> gl.ntk.jacobian_contraction(apply_fn, params, x, trace_axes=()).shape
-            (5, 5, 3, 3)
+    Examples:
+        >>> import jax, jax.numpy as jnp, gradlab as gl
+        >>> params, apply_fn = gl.models.init_mlp(jax.random.key(0), (4, 8, 3))
+        >>> x = jnp.ones((5, 4))
+        >>> gl.ntk.jacobian_contraction(apply_fn, params, x, vmap_axes=0).shape
+        (5, 5)
+        >>> gl.ntk.jacobian_contraction(apply_fn, params, x, trace_axes=()).shape
+        (5, 5, 3, 3)
 
-        References:
-            Novak et al. (2022), Fast finite width neural tangent kernel,
-            https://arxiv.org/abs/2206.08720
+    References:
+        Novak et al. (2022), Fast finite width neural tangent kernel,
+        https://arxiv.org/abs/2206.08720
     """
     layout, x1, x2 = _prepare(
         apply_fn, params, x1, x2, trace_axes, diagonal_axes, vmap_axes, batch_size
@@ -188,7 +172,6 @@ def jacobian_contraction(
     )
 
 
-@_with_docs
 def ntk_vector_products(
     apply_fn: Callable,
     params: Any,
@@ -202,31 +185,50 @@ def ntk_vector_products(
 ) -> jax.Array:
     r"""Empirical NTK from NTK-vector products: ``Theta e = J1 (J2^T e)`` over the output basis.
 
-        For every example of ``x2`` and every output basis vector ``e`` one VJP gives
-        ``J2^T e`` (a parameter-shaped vector, consumed at once) and one JVP over the whole ``x1``
-        tile gives the corresponding kernel column. No Jacobian is stored; the cost is ``N2 O``
-        VJPs and ``N2 O`` JVPs over ``N1`` examples, i.e. ``~ 3 N1 N2 O`` forward passes, which wins
-        over Jacobian contraction when a forward pass costs much more than ``2 P`` flops
-        (convolutions with weight sharing) and ``O`` is small.
+    For every example of ``x2`` and every output basis vector ``e`` one VJP gives
+    ``J2^T e`` (a parameter-shaped vector, consumed at once) and one JVP over the whole ``x1``
+    tile gives the corresponding kernel column. No Jacobian is stored; the cost is ``N2 O``
+    VJPs and ``N2 O`` JVPs over ``N1`` examples, i.e. ``~ 3 N1 N2 O`` forward passes, which wins
+    over Jacobian contraction when a forward pass costs much more than ``2 P`` flops
+    (convolutions with weight sharing) and ``O`` is small.
 
-        {shape}
+    Shape contract (as neural-tangents): for outputs ``f(params, x)`` of shape
+    ``(s_0, ..., s_{r-1})``, each output axis in ``trace_axes`` is contracted between the two
+    sides and divided by its size, each axis in ``diagonal_axes`` keeps one copy, and every
+    other axis appears twice (``x1``'s then ``x2``'s), in output-axis order. For ``(N, O)``
+    outputs, ``trace_axes=(-1,)`` gives ``(N1, N2)``, ``trace_axes=()`` gives
+    ``(N1, N2, O, O)``, ``diagonal_axes=(0,)`` with ``trace_axes=(-1,)`` gives ``(N,)``.
 
-        Args:
-    {args}
+    Args:
+        apply_fn: ``apply_fn(params, x) -> outputs`` with the example axis of ``x`` and of the
+            outputs given by ``vmap_axes`` (0 by convention).
+        params: parameter pytree.
+        x1: inputs, an array with an example axis.
+        x2: second inputs with the same feature shape; ``None`` means ``x1`` (cheaper).
+        trace_axes: output axes to contract (and divide by their size); default the last.
+        diagonal_axes: output axes on which only the diagonal is kept.
+        vmap_axes: ``None`` (default: the whole batch is differentiated at once, exact even
+            when examples interact, but the cost grows quadratically in ``N``), an int
+            (``in_axes = out_axes``) or a pair ``(in_axes, out_axes)``. Passing it
+            certifies that ``apply_fn`` treats examples independently; the result is wrong
+            (silently) if they interact, e.g. through batch norm in training mode.
+        batch_size: compute the kernel in tiles of this many examples per side (requires
+            ``vmap_axes``); memory is bounded by two tiles' worth of Jacobians, at the price
+            of recomputing them once per tile pair.
 
-        Returns:
-            The kernel, shaped as the contract above says.
+    Returns:
+        The kernel, shaped as the contract above says.
 
-        Examples:
-            >>> import jax, jax.numpy as jnp, gradlab as gl
-            >>> params, apply_fn = gl.models.init_mlp(jax.random.key(0), (4, 8, 3))
-            >>> x = jnp.ones((5, 4))
-            >>> gl.ntk.ntk_vector_products(apply_fn, params, x, vmap_axes=0).shape
-            (5, 5)
+    Examples:
+        >>> import jax, jax.numpy as jnp, gradlab as gl
+        >>> params, apply_fn = gl.models.init_mlp(jax.random.key(0), (4, 8, 3))
+        >>> x = jnp.ones((5, 4))
+        >>> gl.ntk.ntk_vector_products(apply_fn, params, x, vmap_axes=0).shape
+        (5, 5)
 
-        References:
-            Novak et al. (2022), Fast finite width neural tangent kernel,
-            https://arxiv.org/abs/2206.08720
+    References:
+        Novak et al. (2022), Fast finite width neural tangent kernel,
+        https://arxiv.org/abs/2206.08720
     """
     layout, x1, x2 = _prepare(
         apply_fn, params, x1, x2, trace_axes, diagonal_axes, vmap_axes, batch_size
@@ -235,7 +237,6 @@ def ntk_vector_products(
     return run(layout, lambda x: x, pair, x1, x2, batch_size=batch_size)
 
 
-@_with_docs
 def structured(
     apply_fn: Callable,
     params: Any,
@@ -249,46 +250,65 @@ def structured(
 ) -> jax.Array:
     r"""Empirical NTK exploiting the structure ``dy/dW = I (x) x^T`` of flax dense layers.
 
-        A dense layer ``y_t = W^T x_t + b`` (at positions ``t``) contributes
-        ``sum_{t,u} <x1_t, x2_u> <delta1_{o1,t}, delta2_{o2,u}>`` (with a constant 1 appended to
-        ``x`` for the bias) where ``delta_{o,t} = d f_o / d y_t`` is the output cotangent at the
-        layer output. The inputs are captured and the cotangents obtained as gradients of zero
-        perturbations added at layer outputs, both through ``flax.linen.intercept_methods``
-        (public flax API; no jaxpr interpretation). Per-example weight Jacobians are never
-        formed: for an MLP the cost per example pair is ``sum_layers (fan_in + O * fan_out)``
-        instead of ``O * P``.
+    A dense layer ``y_t = W^T x_t + b`` (at positions ``t``) contributes
+    ``sum_{t,u} <x1_t, x2_u> <delta1_{o1,t}, delta2_{o2,u}>`` (with a constant 1 appended to
+    ``x`` for the bias) where ``delta_{o,t} = d f_o / d y_t`` is the output cotangent at the
+    layer output. The inputs are captured and the cotangents obtained as gradients of zero
+    perturbations added at layer outputs, both through ``flax.linen.intercept_methods``
+    (public flax API; no jaxpr interpretation). Per-example weight Jacobians are never
+    formed: for an MLP the cost per example pair is ``sum_layers (fan_in + O * fan_out)``
+    instead of ``O * P``.
 
-        Supported layers: ``flax.linen.Dense`` and ``flax.linen.Embed``, called through
-        ``__call__`` inside ``apply_fn`` (any module nesting, any leading axes). Every other
-        parameter leaf (convolutions, normalisation scales, custom layers, ``Embed.attend``
-        users, kernels shared between layers with different biases) is handled exactly by
-        per-example Jacobian contraction restricted to those leaves. Not detected: a Dense kernel
-        that ``apply_fn`` also uses outside that layer (tied weights through a raw matmul); its
-        extra use is missed.
+    Supported layers: ``flax.linen.Dense`` and ``flax.linen.Embed``, called through
+    ``__call__`` inside ``apply_fn`` (any module nesting, any leading axes). Every other
+    parameter leaf (convolutions, normalisation scales, custom layers, ``Embed.attend``
+    users, kernels shared between layers with different biases) is handled exactly by
+    per-example Jacobian contraction restricted to those leaves. Not detected: a Dense kernel
+    that ``apply_fn`` also uses outside that layer (tied weights through a raw matmul); its
+    extra use is missed.
 
-        {shape}
+    Shape contract (as neural-tangents): for outputs ``f(params, x)`` of shape
+    ``(s_0, ..., s_{r-1})``, each output axis in ``trace_axes`` is contracted between the two
+    sides and divided by its size, each axis in ``diagonal_axes`` keeps one copy, and every
+    other axis appears twice (``x1``'s then ``x2``'s), in output-axis order. For ``(N, O)``
+    outputs, ``trace_axes=(-1,)`` gives ``(N1, N2)``, ``trace_axes=()`` gives
+    ``(N1, N2, O, O)``, ``diagonal_axes=(0,)`` with ``trace_axes=(-1,)`` gives ``(N,)``.
 
-        Args:
-    {args}
+    Args:
+        apply_fn: ``apply_fn(params, x) -> outputs`` with the example axis of ``x`` and of the
+            outputs given by ``vmap_axes`` (0 by convention).
+        params: parameter pytree.
+        x1: inputs, an array with an example axis.
+        x2: second inputs with the same feature shape; ``None`` means ``x1`` (cheaper).
+        trace_axes: output axes to contract (and divide by their size); default the last.
+        diagonal_axes: output axes on which only the diagonal is kept.
+        vmap_axes: ``None`` (default: the whole batch is differentiated at once, exact even
+            when examples interact, but the cost grows quadratically in ``N``), an int
+            (``in_axes = out_axes``) or a pair ``(in_axes, out_axes)``. Passing it
+            certifies that ``apply_fn`` treats examples independently; the result is wrong
+            (silently) if they interact, e.g. through batch norm in training mode.
+        batch_size: compute the kernel in tiles of this many examples per side (requires
+            ``vmap_axes``); memory is bounded by two tiles' worth of Jacobians, at the price
+            of recomputing them once per tile pair.
 
-        Returns:
-            The kernel, shaped as the contract above says.
+    Returns:
+        The kernel, shaped as the contract above says.
 
-        Raises:
-            ValueError: if ``apply_fn`` calls no supported flax linen layer whose parameters are
-                leaves of ``params`` (``implementation="auto"`` then falls back).
+    Raises:
+        ValueError: if ``apply_fn`` calls no supported flax linen layer whose parameters are
+            leaves of ``params`` (``implementation="auto"`` then falls back).
 
-        Examples:
-            >>> import jax, jax.numpy as jnp, gradlab as gl
-            >>> params, apply_fn = gl.models.init_mlp(jax.random.key(0), (4, 8, 3))
-            >>> x = jnp.ones((5, 4))
-            >>> k = gl.ntk.structured(apply_fn, params, x, vmap_axes=0)
-            >>> bool(jnp.allclose(k, gl.ntk.jacobian_contraction(apply_fn, params, x), rtol=1e-4))
-            True
+    Examples:
+        >>> import jax, jax.numpy as jnp, gradlab as gl
+        >>> params, apply_fn = gl.models.init_mlp(jax.random.key(0), (4, 8, 3))
+        >>> x = jnp.ones((5, 4))
+        >>> k = gl.ntk.structured(apply_fn, params, x, vmap_axes=0)
+        >>> bool(jnp.allclose(k, gl.ntk.jacobian_contraction(apply_fn, params, x), rtol=1e-4))
+        True
 
-        References:
-            Novak et al. (2022), Fast finite width neural tangent kernel,
-            https://arxiv.org/abs/2206.08720
+    References:
+        Novak et al. (2022), Fast finite width neural tangent kernel,
+        https://arxiv.org/abs/2206.08720
     """
     layout, x1, x2 = _prepare(
         apply_fn, params, x1, x2, trace_axes, diagonal_axes, vmap_axes, batch_size
@@ -374,7 +394,6 @@ def choose_implementation(layout: Layout, params: Any, x1, x2) -> tuple[Choice, 
     return Choice(best, costs), plan
 
 
-@_with_docs
 def empirical_ntk(
     apply_fn: Callable,
     params: Any,
@@ -389,55 +408,74 @@ def empirical_ntk(
 ) -> jax.Array:
     r"""The empirical neural tangent kernel ``Theta(x1, x2) = J(x1) J(x2)^T``.
 
-        ``J(x) = d apply_fn(params, x) / d params``; the kernel measures how a gradient step on
-        one example moves the outputs on another. All implementations give the same numbers;
-        they differ in cost. Call it inside ``jax.jit`` (with ``apply_fn`` and the keyword options
-        static) for speed.
+    ``J(x) = d apply_fn(params, x) / d params``; the kernel measures how a gradient step on
+    one example moves the outputs on another. All implementations give the same numbers;
+    they differ in cost. Call it inside ``jax.jit`` (with ``apply_fn`` and the keyword options
+    static) for speed.
 
-        {shape}
+    Shape contract (as neural-tangents): for outputs ``f(params, x)`` of shape
+    ``(s_0, ..., s_{r-1})``, each output axis in ``trace_axes`` is contracted between the two
+    sides and divided by its size, each axis in ``diagonal_axes`` keeps one copy, and every
+    other axis appears twice (``x1``'s then ``x2``'s), in output-axis order. For ``(N, O)``
+    outputs, ``trace_axes=(-1,)`` gives ``(N1, N2)``, ``trace_axes=()`` gives
+    ``(N1, N2, O, O)``, ``diagonal_axes=(0,)`` with ``trace_axes=(-1,)`` gives ``(N,)``.
 
-        The ``auto`` rule estimates the flops of each implementation from the number of
-        examples ``N1, N2``, outputs per example ``O``, parameters ``P``, output pairs kept per
-        example pair ``Q`` (``O`` when the output axis is traced, ``O^2`` for ``trace_axes=()``)
-        and the cost ``F`` of one forward pass per example (XLA's cost analysis, at least
-        ``2 P``): Jacobian contraction ``3 N O F + 2 N1 N2 P Q``; NTK-vector products
-        ``3 N2 O F + 3 N1 N2 O F``; structured (when a supported layer is found) twice
-        ``3 N O F + 2 N1 N2 (sum_layers T^2 (fan_in + Q fan_out) + P_rest Q)`` (the factor 2
-        charges its bookkeeping, so it is chosen only when it saves real work), and picks the
-        smallest. ``N`` is ``N1`` when ``x2`` is ``None`` and ``N1 + N2`` otherwise, ``T`` the
-        number of positions a layer is applied at, ``P_rest`` the parameters outside supported
-        layers. Consequences: structured for MLPs; NTK-vector products for dense nets with
-        many outputs and ``trace_axes=()`` when structured does not apply (``Q = O^2`` makes
-        the contraction dominate); Jacobian contraction for convolutional nets with few
-        outputs (``F >> P``).
+    The ``auto`` rule estimates the flops of each implementation from the number of
+    examples ``N1, N2``, outputs per example ``O``, parameters ``P``, output pairs kept per
+    example pair ``Q`` (``O`` when the output axis is traced, ``O^2`` for ``trace_axes=()``)
+    and the cost ``F`` of one forward pass per example (XLA's cost analysis, at least
+    ``2 P``): Jacobian contraction ``3 N O F + 2 N1 N2 P Q``; NTK-vector products
+    ``3 N2 O F + 3 N1 N2 O F``; structured (when a supported layer is found) twice
+    ``3 N O F + 2 N1 N2 (sum_layers T^2 (fan_in + Q fan_out) + P_rest Q)`` (the factor 2
+    charges its bookkeeping, so it is chosen only when it saves real work), and picks the
+    smallest. ``N`` is ``N1`` when ``x2`` is ``None`` and ``N1 + N2`` otherwise, ``T`` the
+    number of positions a layer is applied at, ``P_rest`` the parameters outside supported
+    layers. Consequences: structured for MLPs; NTK-vector products for dense nets with
+    many outputs and ``trace_axes=()`` when structured does not apply (``Q = O^2`` makes
+    the contraction dominate); Jacobian contraction for convolutional nets with few
+    outputs (``F >> P``).
 
-        Args:
-    {args}
-            implementation: ``"auto"``, ``"jacobian_contraction"``, ``"ntk_vector_products"`` or
-                ``"structured"`` (see the functions of the same names).
+    Args:
+        apply_fn: ``apply_fn(params, x) -> outputs`` with the example axis of ``x`` and of the
+            outputs given by ``vmap_axes`` (0 by convention).
+        params: parameter pytree.
+        x1: inputs, an array with an example axis.
+        x2: second inputs with the same feature shape; ``None`` means ``x1`` (cheaper).
+        trace_axes: output axes to contract (and divide by their size); default the last.
+        diagonal_axes: output axes on which only the diagonal is kept.
+        vmap_axes: ``None`` (default: the whole batch is differentiated at once, exact even
+            when examples interact, but the cost grows quadratically in ``N``), an int
+            (``in_axes = out_axes``) or a pair ``(in_axes, out_axes)``. Passing it
+            certifies that ``apply_fn`` treats examples independently; the result is wrong
+            (silently) if they interact, e.g. through batch norm in training mode.
+        batch_size: compute the kernel in tiles of this many examples per side (requires
+            ``vmap_axes``); memory is bounded by two tiles' worth of Jacobians, at the price
+            of recomputing them once per tile pair.
+        implementation: ``"auto"``, ``"jacobian_contraction"``, ``"ntk_vector_products"``
+            or ``"structured"`` (see the functions of the same names).
 
-        Returns:
-            The kernel, shaped as the contract above says.
+    Returns:
+        The kernel, shaped as the contract above says.
 
-        Raises:
-            ValueError: for an unknown implementation, axes out of range for the output rank,
-                overlapping trace and diagonal axes, or ``x1``/``x2`` with different feature
-                shapes; all before any tracing of the model's derivatives.
+    Raises:
+        ValueError: for an unknown implementation, axes out of range for the output rank,
+            overlapping trace and diagonal axes, or ``x1``/``x2`` with different feature
+            shapes; all before any tracing of the model's derivatives.
 
-        Examples:
-            >>> import jax, jax.numpy as jnp, gradlab as gl
-            >>> params, apply_fn = gl.models.init_mlp(jax.random.key(0), (4, 8, 3))
-            >>> x = jax.random.normal(jax.random.key(1), (6, 4))
-            >>> k = gl.ntk.empirical_ntk(apply_fn, params, x, vmap_axes=0)
-            >>> k.shape
-            (6, 6)
-            >>> gl.ntk.empirical_ntk(apply_fn, params, x, x[:2], trace_axes=(), vmap_axes=0).shape
-            (6, 2, 3, 3)
+    Examples:
+        >>> import jax, jax.numpy as jnp, gradlab as gl
+        >>> params, apply_fn = gl.models.init_mlp(jax.random.key(0), (4, 8, 3))
+        >>> x = jax.random.normal(jax.random.key(1), (6, 4))
+        >>> k = gl.ntk.empirical_ntk(apply_fn, params, x, vmap_axes=0)
+        >>> k.shape
+        (6, 6)
+        >>> gl.ntk.empirical_ntk(apply_fn, params, x, x[:2], trace_axes=(), vmap_axes=0).shape
+        (6, 2, 3, 3)
 
-        References:
-            Jacot, Gabriel, Hongler (2018), https://arxiv.org/abs/1806.07572;
-            Novak et al. (2022), Fast finite width neural tangent kernel,
-            https://arxiv.org/abs/2206.08720
+    References:
+        Jacot, Gabriel, Hongler (2018), https://arxiv.org/abs/1806.07572;
+        Novak et al. (2022), Fast finite width neural tangent kernel,
+        https://arxiv.org/abs/2206.08720
     """
     check_choice("implementation", implementation, IMPLEMENTATIONS)
     layout, x1, x2 = _prepare(
