@@ -12,44 +12,72 @@ parameter :math:`\gamma_k` comes from an adaptive search: a step is accepted whe
 The paper's gradient-normalised smoothness shows that an approximation that is good *relative
 to the gradient* keeps the fast global rates of the exact method.
 
-Two problems, each solved three ways (exact Hessian, approximate Hessian, gradient method
-with the paper's adaptive line search), counting iterations until
-:math:`\|\nabla f(x_k)\| \le` ``grad_tol`` :math:`\cdot \|\nabla f(x_0)\|`:
+Two problems, each solved three ways (exact Hessian, approximate Hessian, and the gradient
+method with the adaptive line search of the authors' code), counting iterations to tolerance.
+The solvers live in :mod:`gradlab.experiments._grn`.
 
 - **LogSumExp** :math:`f(x) = \mu \log \sum_i \exp((a_i^\top x - b_i)/\mu)` with random
   :math:`A \in [-1, 1]^{m \times n}`, :math:`b \in [-1, 1]^m`, shifted so that
-  :math:`x^* = 0` (the paper's synthetic setup), from :math:`x_0 = \mathbf 1`. Its Hessian is
+  :math:`x^* = 0`, from :math:`x_0 = \mathbf 1`. Its Hessian is
   :math:`\frac1\mu (A^\top \mathrm{diag}(\pi) A - A^\top\pi\pi^\top A)`, :math:`\pi =
   \mathrm{softmax}((Ax - b)/\mu)`; the approximation is the paper's *weighted Gauss-Newton*
   matrix :math:`\frac1\mu A^\top \mathrm{diag}(\pi) A`, written here as
   :func:`gradlab.curvature.ggn` of the log-sum-exp with its normaliser held fixed.
+  Setup as in the authors' reference notebook (``notebooks/examples.ipynb`` of
+  github.com/epfml/grad-norm-smooth, section "LogSumExp"): ``create_log_sum_exp_zero_oracle``
+  (optimum at zero), ``x_0 = np.ones(n)``, the Newton methods regularised in the norm of
+  ``B = A^T A`` ("The matrix for the Euclidean metric"), the gradient method run with
+  ``B=None`` (their "Gradient Method"; with ``B`` the same method is the curve they label
+  "Gauss-Newton"), and every run stopped at the functional residual
+  :math:`f(x_k) - f^\star <` ``eps = 1e-8`` ("Functional residual tolerance"). Sizes follow
+  issue 4 (:math:`m = 500, n = 100, \mu = 0.1`; the notebook uses :math:`m = n = 1000,
+  \mu = 1`).
 - **Logistic regression** on scikit-learn's bundled breast-cancer set (569 x 30,
-  standardised, intercept, :math:`\ell_2` penalty ``logreg_l2``), from zero. The approximation
-  is the Monte-Carlo Fisher :func:`gradlab.curvature.fisher` with labels sampled from the
-  model (a fresh key per iteration): an unbiased but noisy, low-rank-per-sample estimate of
-  the Hessian, plus the exact penalty term.
+  standardised, intercept, :math:`\ell_2` penalty ``logreg_l2``), from zero, stopped at
+  :math:`\|\nabla f(x_k)\| \le` ``grad_tol`` :math:`\|\nabla f(x_0)\|` (:math:`f^\star` is
+  unknown). The authors' code has no logistic-regression experiment (the paper treats it in
+  theory: "global linear rates in logistic regression ... with approximate Hessians"), so the
+  approximation is this project's choice: for a linear model the exact Fisher / Gauss-Newton
+  matrix *is* the Hessian, so the approximation is the Monte-Carlo Fisher
+  :func:`gradlab.curvature.fisher` with one label per example sampled from the model (a
+  fresh key per iteration): an unbiased but noisy estimate of the Hessian, plus the exact
+  penalty term. Its error does not vanish at the solution, so the theory predicts a linear,
+  not superlinear, local rate.
 
 Every linear system is solved matrix-free by :func:`gradlab.spectral.cg` on the curvature
 operator with damping :math:`\lambda_k`. Runs in float64 (``jax.enable_x64``) so that the
 stopping tolerance is far above rounding.
+
+Findings (full mode): the approximate runs need 5-7x the exact-Newton iterations and
+0.14-0.15 of the gradient method's, so the issue's ``<= 2x`` and ``<= 1/10`` checks fail
+(:data:`KNOWN_FAILING`, :data:`KNOWN_FAILING_FULL`; explained in the notebook).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import functools
-from collections.abc import Callable
-from typing import Any, NamedTuple
+from typing import Any
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
+from gradlab.experiments._grn import (
+    Problem,
+    Trace,
+    _history,
+    gradient_method,
+    regularized_newton,
+)
 from gradlab.experiments.schema import Check, Experiment, check
 
 __all__ = [
     "EXPERIMENT",
+    "KNOWN_FAILING",
+    "KNOWN_FAILING_FULL",
     "Config",
+    "Problem",
     "Trace",
     "checks",
     "gradient_method",
@@ -62,6 +90,16 @@ __all__ = [
 
 METHODS = ("exact", "approx", "gradient")
 
+#: Checks that fail in smoke mode (what CI runs) after a faithful setup: findings, not bugs.
+KNOWN_FAILING = (
+    "logsumexp: approx / exact iterations",
+    "logistic: approx / exact iterations",
+    "logistic: approx / gradient-method iterations",
+)
+#: Checks that fail in full mode (the smoke LogSumExp is smaller and better conditioned for
+#: the approximate method relative to the gradient method).
+KNOWN_FAILING_FULL = (*KNOWN_FAILING, "logsumexp: approx / gradient-method iterations")
+
 
 @dataclasses.dataclass(frozen=True)
 class Config:
@@ -72,6 +110,8 @@ class Config:
     lse_dim: int = 100
     lse_mu: float = 0.1
     lse_whiten: bool = True
+    lse_gradient_whiten: bool = False
+    lse_f_tol: float = 1e-8
     logreg_l2: float = 1e-3
     fisher_num_samples: int = 1
     grad_tol: float = 1e-6
@@ -85,44 +125,7 @@ class Config:
     max_approx_over_gradient: float = 0.1
 
 
-class Trace(NamedTuple):
-    """A solver run: iterations to tolerance and the per-iteration history.
-
-    Attributes:
-        x: final iterate.
-        num_iters: ``()`` iterations performed (stops at tolerance or the cap).
-        converged: ``()`` whether ``||g|| <= grad_tol * ||g0||`` was reached.
-        values: ``(max_iters + 1,)`` objective at each iterate (NaN after the stop).
-        grad_norms: ``(max_iters + 1,)`` gradient norm at each iterate (NaN after the stop).
-        inner: ``()`` total inner work: CG iterations (Newton) or line-search trials (gradient).
-        evaluations: ``()`` objective-and-gradient evaluations.
-    """
-
-    x: Any
-    num_iters: jax.Array
-    converged: jax.Array
-    values: jax.Array
-    grad_norms: jax.Array
-    inner: jax.Array
-    evaluations: jax.Array
-
-
 # ----------------------------------------------------------------------------- problems
-
-
-class Problem(NamedTuple):
-    """An objective ``loss_fn(x, batch)``, its data, a start point and the two curvatures.
-
-    ``curvature(x, batch, key, which)`` returns ``matvec(v)`` for ``which`` in ``{"exact",
-    "approx"}``. Functions take the data as an argument so solvers can be jitted with the
-    data passed in, not baked in as constants.
-    """
-
-    loss_fn: Callable[[Any, Any], jax.Array]
-    batch: Any
-    x0: Any
-    curvature: Callable[[Any, Any, Any, str], Callable[[Any], Any]]
-    f_star: float | None
 
 
 def _lse_loss(mu: float):
@@ -235,227 +238,52 @@ def logistic_problem(x, y, *, l2: float, num_samples: int = 1) -> Problem:
 # ----------------------------------------------------------------------------- solvers
 
 
-def _norm(tree) -> jax.Array:
-    from gradlab._src.tree import tree_norm
-
-    return tree_norm(tree)
-
-
-def _axpy(a, x, y):
-    return jax.tree_util.tree_map(lambda u, v: a * u + v, x, y)
-
-
-def _select_curvature(problem: Problem, x, key, which):
-    """The curvature ``which``: a string, or a traced bool (True: exact) so that one
-    compilation serves both curvatures (``lax.cond`` runs only the selected one)."""
-    if isinstance(which, str):
-        return problem.curvature(x, problem.batch, key, which)
-    exact = problem.curvature(x, problem.batch, key, "exact")
-    approx = problem.curvature(x, problem.batch, key, "approx")
-    return lambda v: jax.lax.cond(which, exact, approx, v)
-
-
-def regularized_newton(
-    problem: Problem,
-    *,
-    which,
-    key,
-    grad_tol: float,
-    max_iters: int,
-    gamma0: float = 1.0,
-    max_search: int = 40,
-    cg_tol: float = 1e-10,
-    cg_max_iters: int = 300,
-) -> Trace:
-    r"""Algorithm 1 of the paper (gradient-regularised Newton with adaptive search).
-
-    Each iteration builds the curvature ``which`` (``"exact"`` or ``"approx"``, or a traced
-    bool, True meaning exact, so one compilation serves both) at
-    :math:`x_k` and solves :math:`(H_k + \lambda_k I) d = -g_k` with
-    :func:`gradlab.spectral.cg` (damping :math:`\lambda_k = \|g_k\|/\gamma_k`); the step is
-    accepted when :math:`f(x_k) - f(x_k + d) \ge \|g(x_k + d)\|^2/(8\lambda_k)` (then
-    :math:`\gamma \leftarrow 2\gamma`), otherwise :math:`\gamma \leftarrow \gamma/2` and the
-    solve is repeated (at most ``max_search`` times). One ``lax.while_loop``; jit it with
-    the problem closed over.
-
-    Examples:
-        >>> import jax, jax.numpy as jnp
-        >>> from gradlab.experiments.approx_hessian_newton import (
-        ...     logsumexp_problem, regularized_newton)
-        >>> with jax.enable_x64(True):
-        ...     prob = logsumexp_problem(jax.random.key(0), num_rows=30, dim=5, mu=0.5)
-        ...     tr = regularized_newton(prob, which="exact", key=jax.random.key(1),
-        ...                             grad_tol=1e-8, max_iters=50)
-        ...     print(bool(tr.converged), float(jnp.abs(tr.x).max()) < 1e-6)
-        True True
-    """
-    from gradlab.spectral import cg
-
-    loss_and_grad = jax.value_and_grad(problem.loss_fn)
-    batch = problem.batch
-    f0, g0 = loss_and_grad(problem.x0, batch)
-    gn0 = _norm(g0)
-    dtype = gn0.dtype
-    hist = jnp.full((max_iters + 1,), jnp.nan, dtype)
-
-    def outer_cond(s):
-        k, gn = s[0], s[4]
-        return (k < max_iters) & (gn > grad_tol * gn0)
-
-    def outer_body(s):
-        k, x, f, g, gn, gamma, fs, gs, inner, evals = s
-        matvec = _select_curvature(problem, x, jax.random.fold_in(key, k), which)
-        neg_g = jax.tree_util.tree_map(lambda a: -a, g)
-
-        def attempt(gamma):
-            lam = gn / gamma
-            sol = cg(matvec, neg_g, damping=lam, tol=cg_tol, max_iters=cg_max_iters)
-            x_new = _axpy(1.0, sol.x, x)
-            f_new, g_new = loss_and_grad(x_new, batch)
-            gn_new = _norm(g_new)
-            ok = (f - f_new >= gn_new**2 / (8.0 * lam)) & jnp.isfinite(f_new)
-            return x_new, f_new, g_new, gn_new, ok, sol.num_iters
-
-        def search_cond(t):
-            return (~t[5]) & (t[0] < max_search)
-
-        def search_body(t):
-            i, gamma, _, _, _, _, _, work = t
-            x_new, f_new, g_new, gn_new, ok, its = attempt(gamma)
-            gamma = jnp.where(ok, 2.0 * gamma, 0.5 * gamma)
-            return i + 1, gamma, x_new, f_new, g_new, ok, gn_new, work + its
-
-        init = (jnp.int32(0), gamma, x, f, g, jnp.array(False), gn, jnp.int32(0))
-        i, gamma, x, f, g, _, gn, work = jax.lax.while_loop(search_cond, search_body, init)
-        k = k + 1
-        return (k, x, f, g, gn, gamma, fs.at[k].set(f), gs.at[k].set(gn), inner + work, evals + i)
-
-    init = (
-        jnp.int32(0),
-        problem.x0,
-        f0,
-        g0,
-        gn0,
-        jnp.asarray(gamma0, dtype),
-        hist.at[0].set(f0),
-        hist.at[0].set(gn0),
-        jnp.int32(0),
-        jnp.int32(1),
-    )
-    k, x, _, _, gn, _, fs, gs, inner, evals = jax.lax.while_loop(outer_cond, outer_body, init)
-    return Trace(x, k, gn <= grad_tol * gn0, fs, gs, inner, evals)
-
-
-def gradient_method(
-    problem: Problem,
-    *,
-    grad_tol: float,
-    max_iters: int,
-    lipschitz0: float = 1.0,
-    max_search: int = 40,
-) -> Trace:
-    r"""The gradient method with the paper's adaptive estimate of the Lipschitz constant.
-
-    :math:`x_{k+1} = x_k - g_k / L`, accepted when :math:`f(x_{k+1}) \le f(x_k) - \|g_k\|^2 /
-    (2L)` (then :math:`L \leftarrow L/2` for the next iteration), else :math:`L \leftarrow 2L`
-    and retry.
-
-    Examples:
-        >>> import jax, jax.numpy as jnp
-        >>> from gradlab.experiments.approx_hessian_newton import (
-        ...     gradient_method, logsumexp_problem)
-        >>> with jax.enable_x64(True):
-        ...     prob = logsumexp_problem(jax.random.key(0), num_rows=30, dim=5, mu=0.5)
-        ...     tr = gradient_method(prob, grad_tol=1e-6, max_iters=20000)
-        ...     print(bool(tr.converged), int(tr.num_iters) > 10)
-        True True
-    """
-    loss_and_grad = jax.value_and_grad(problem.loss_fn)
-    batch = problem.batch
-    f0, g0 = loss_and_grad(problem.x0, batch)
-    gn0 = _norm(g0)
-    dtype = gn0.dtype
-    hist = jnp.full((max_iters + 1,), jnp.nan, dtype)
-
-    def outer_cond(s):
-        k, gn = s[0], s[4]
-        return (k < max_iters) & (gn > grad_tol * gn0)
-
-    def outer_body(s):
-        k, x, f, g, gn, lip, fs, gs, inner, evals = s
-
-        def search_cond(t):
-            return (~t[3]) & (t[0] < max_search)
-
-        def search_body(t):
-            i, lip, _, _ = t
-            x_new = _axpy(-1.0 / lip, g, x)
-            f_new = problem.loss_fn(x_new, batch)
-            ok = (f_new <= f - gn**2 / (2.0 * lip)) & jnp.isfinite(f_new)
-            return i + 1, jnp.where(ok, 0.5 * lip, 2.0 * lip), x_new, ok
-
-        i, lip, x, _ = jax.lax.while_loop(
-            search_cond, search_body, (jnp.int32(0), lip, x, jnp.array(False))
-        )
-        f, g = loss_and_grad(x, batch)
-        gn = _norm(g)
-        k = k + 1
-        return (k, x, f, g, gn, lip, fs.at[k].set(f), gs.at[k].set(gn), inner + i, evals + i)
-
-    init = (
-        jnp.int32(0),
-        problem.x0,
-        f0,
-        g0,
-        gn0,
-        jnp.asarray(lipschitz0, dtype),
-        hist.at[0].set(f0),
-        hist.at[0].set(gn0),
-        jnp.int32(0),
-        jnp.int32(1),
-    )
-    k, x, _, _, gn, _, fs, gs, inner, evals = jax.lax.while_loop(outer_cond, outer_body, init)
-    return Trace(x, k, gn <= grad_tol * gn0, fs, gs, inner, evals)
-
-
 # ----------------------------------------------------------------------------- experiment
 
 
-def _problems(config: Config) -> dict[str, Problem]:
+def _problems(config: Config) -> dict[str, dict[str, Problem]]:
+    """Each problem as the Newton methods and the gradient method see it.
+
+    LogSumExp: the Newton methods run in the norm of :math:`B = A^\top A` (whitened
+    coordinates) and the gradient method in the Euclidean norm of :math:`x` unless
+    ``lse_gradient_whiten`` (the reference notebook's "Gradient Method" has ``B=None``; with
+    ``B`` it is the curve it labels "Gauss-Newton"). Logistic regression: one problem.
+    """
     from gradlab.data import breast_cancer
 
     key = jax.random.key(config.seed)
     x, y = breast_cancer(dtype=jnp.float64)
+
+    def lse(whiten):
+        return logsumexp_problem(
+            key, num_rows=config.lse_num_rows, dim=config.lse_dim, mu=config.lse_mu, whiten=whiten
+        )
+
+    logistic = logistic_problem(x, y, l2=config.logreg_l2, num_samples=config.fisher_num_samples)
     return {
-        "logsumexp": logsumexp_problem(
-            key,
-            num_rows=config.lse_num_rows,
-            dim=config.lse_dim,
-            mu=config.lse_mu,
-            whiten=config.lse_whiten,
-        ),
-        "logistic": logistic_problem(
-            x, y, l2=config.logreg_l2, num_samples=config.fisher_num_samples
-        ),
+        "logsumexp": {
+            "newton": lse(config.lse_whiten),
+            "gradient": lse(config.lse_gradient_whiten),
+        },
+        "logistic": {"newton": logistic, "gradient": logistic},
     }
 
 
-def _solver(config: Config, problem: Problem, method: str, key):
+def _solver(config: Config, problem: Problem, method: str, key, f_tol):
     """A jitted ``solve(batch, x0, exact)``; both Newton variants share one compilation."""
+    common = dict(grad_tol=config.grad_tol, f_tol=f_tol)
     if method == "gradient":
-        fn = functools.partial(
-            gradient_method, grad_tol=config.grad_tol, max_iters=config.max_gradient_iters
-        )
+        fn = functools.partial(gradient_method, max_iters=config.max_gradient_iters, **common)
     else:
         fn = functools.partial(
             regularized_newton,
             key=key,
-            grad_tol=config.grad_tol,
             max_iters=config.max_newton_iters,
             gamma0=config.gamma0,
             max_search=config.max_search,
             cg_tol=config.cg_tol,
             cg_max_iters=config.cg_max_iters,
+            **common,
         )
 
     def solve(batch, x0, exact):
@@ -465,16 +293,6 @@ def _solver(config: Config, problem: Problem, method: str, key):
     return jax.jit(solve)
 
 
-def _history(values: np.ndarray, num_iters: int, count: int = 400) -> tuple[list, list]:
-    """Iterations and values kept for the figure: all of them, or ``count`` log-spaced."""
-    n = num_iters + 1
-    if n <= count:
-        idx = np.arange(n)
-    else:
-        idx = np.unique(np.concatenate([[0], np.geomspace(1, n - 1, count).astype(int)]))
-    return idx.tolist(), values[idx].tolist()
-
-
 def run(config: Config, progress) -> dict:
     """Solve both problems with the three methods; count iterations to tolerance."""
     out: dict[str, Any] = {}
@@ -482,12 +300,14 @@ def run(config: Config, progress) -> dict:
         problems = _problems(config)
         key = jax.random.key(config.seed + 1)
         with progress(total=len(problems) * len(METHODS), desc="solver runs") as bar:
-            for name, problem in problems.items():
+            for name, variants in problems.items():
                 runs = {}
-                newton = _solver(config, problem, "newton", key)
-                gradient = _solver(config, problem, "gradient", key)
+                f_tol = config.lse_f_tol if name == "logsumexp" else None
                 for method in METHODS:
-                    solve = gradient if method == "gradient" else newton
+                    kind = "gradient" if method == "gradient" else "newton"
+                    problem = variants[kind]
+                    if method != "approx":  # "approx" reuses the exact run's compilation
+                        solve = _solver(config, problem, kind, key, f_tol)
                     tr = solve(problem.batch, problem.x0, jnp.asarray(method == "exact"))
                     n = int(tr.num_iters)
                     steps, gnorms = _history(np.asarray(tr.grad_norms), n)
@@ -504,7 +324,7 @@ def run(config: Config, progress) -> dict:
                         "history_value": values,
                     }
                     bar.update()
-                f_star = problem.f_star
+                f_star = variants["newton"].f_star
                 if f_star is None:
                     f_star = min(r["final_value"] for r in runs.values())
                 exact, approx, grad = (runs[m]["iterations"] for m in METHODS)
@@ -513,6 +333,11 @@ def run(config: Config, progress) -> dict:
                     "f_star": float(f_star),
                     "approx_over_exact": approx / max(exact, 1),
                     "approx_over_gradient": approx / max(grad, 1),
+                    "stopping_rule": (
+                        f"f - f* <= {f_tol:g}"
+                        if f_tol is not None
+                        else f"||grad|| <= {config.grad_tol:g} ||grad_0||"
+                    ),
                     "all_converged": all(runs[m]["converged"] for m in ("exact", "approx")),
                     "gradient_capped": not runs["gradient"]["converged"],
                 }
@@ -524,35 +349,20 @@ def checks(config: Config, results: dict) -> list[Check]:
     out = []
     for name in ("logsumexp", "logistic"):
         r = results[name]
-        out.append(
-            check(
-                f"{name}: Newton runs converged (exact and approx)",
-                float(r["all_converged"]),
-                ">=",
-                1.0,
-            )
-        )
-        out.append(
-            check(
-                f"{name}: approx / exact iterations",
-                r["approx_over_exact"],
-                "<=",
-                config.max_approx_over_exact,
-            )
-        )
-        out.append(
-            check(
-                f"{name}: approx / gradient-method iterations",
-                r["approx_over_gradient"],
-                "<=",
-                config.max_approx_over_gradient,
-            )
-        )
+        conv = float(r["all_converged"])
+        out += [
+            check(f"{name}: Newton runs converged (exact and approx)", conv, ">=", 1.0),
+            check(f"{name}: approx / exact iterations", r["approx_over_exact"], "<=",
+                  config.max_approx_over_exact),
+            check(f"{name}: approx / gradient-method iterations", r["approx_over_gradient"],
+                  "<=", config.max_approx_over_gradient),
+        ]  # fmt: skip
     return out
 
 
 def plot(config: Config, results: dict):
-    """Gradient norm versus iteration for the three methods on both problems."""
+    r"""Functional residual :math:`f(x_k) - f^\star` versus iteration (the paper's axes) for the
+    three methods on both problems (logistic: :math:`f^\star` is the best value reached)."""
     import matplotlib.pyplot as plt
 
     labels = {
@@ -563,21 +373,21 @@ def plot(config: Config, results: dict):
     approx_names = {"logsumexp": "weighted Gauss-Newton", "logistic": "Monte-Carlo Fisher"}
     fig, axes = plt.subplots(1, 2, figsize=(12, 4.2))
     for ax, name in zip(axes, ("logsumexp", "logistic"), strict=True):
+        res = results[name]
         for method in METHODS:
-            r = results[name]["runs"][method]
+            r = res["runs"][method]
             label = labels[method] + (f" ({approx_names[name]})" if method == "approx" else "")
-            ax.plot(
-                np.asarray(r["history_iters"]) + 1,
-                r["history_grad_norm"],
-                label=f"{label}: {r['iterations']} it",
-            )
-        ax.axhline(
-            config.grad_tol * results[name]["runs"]["exact"]["history_grad_norm"][0],
-            color="gray",
-            ls=":",
-            lw=1,
+            gap = np.maximum(np.asarray(r["history_value"]) - res["f_star"], 1e-16)
+            ax.plot(np.asarray(r["history_iters"]) + 1, gap, label=f"{label}: {r['iterations']} it")
+        if name == "logsumexp":
+            ax.axhline(config.lse_f_tol, color="gray", ls=":", lw=1)
+        ax.set(
+            xscale="log",
+            yscale="log",
+            xlabel="iteration + 1",
+            ylabel="f(x_k) - f*",
+            title=f"{name} (stop: {res.get('stopping_rule', '')})",
         )
-        ax.set(xscale="log", yscale="log", xlabel="iteration + 1", ylabel="||grad f||", title=name)
         ax.legend(fontsize=8)
     fig.tight_layout()
     return fig

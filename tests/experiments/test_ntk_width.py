@@ -5,12 +5,10 @@ a direct computation."""
 from __future__ import annotations
 
 import dataclasses
-import json
 
 import jax
 import jax.numpy as jnp
 import numpy as np
-import pytest
 
 from gradlab.data import unit_circle
 from gradlab.experiments.ntk_width import Config, _width_run, checks, kernel_stats, target
@@ -86,15 +84,14 @@ def test_checks_pass_and_fail_on_the_right_values():
     assert not any(c.passed for c in checks(cfg, bad))
 
 
-@pytest.mark.slow
-def test_smoke_run_writes_a_complete_record(tmp_path):
-    # Stands in for the notebook's CI execution while the final-loss check fails (see
-    # docs/reproductions.md): the same code path and checks, without requiring them to pass.
-    from gradlab.experiments import run_experiment
+def test_known_failing_names_real_checks():
+    from gradlab.experiments.ntk_width import KNOWN_FAILING
 
-    result = run_experiment("ntk_width", smoke=True, out=tmp_path, progress=False)
-    record = json.loads((result.run_dir / "results.json").read_text())
-    assert (result.run_dir / "figure.png").exists() and record["smoke"] is True
-    assert len(record["checks"]) == 4
-    assert all(np.isfinite(c["value"]) for c in record["checks"])
-    assert record["passed"] == all(c["passed"] for c in record["checks"])
+    good = {"init_error_slope": -0.5, "drift_slope": -1.0, "drift_widest": 0.02}
+    names = {c.name for c in checks(Config(), {**good, "final_loss_ratio": 1.5})}
+    assert set(KNOWN_FAILING) <= names
+
+
+def test_depth_is_jacots_l4_three_hidden_layers():
+    # Jacot et al. number layers 0 (input) .. L (output); their depth L = 4 has 3 hidden layers.
+    assert Config().depth == 3
