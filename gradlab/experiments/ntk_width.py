@@ -16,8 +16,11 @@ For widths 64..2048 and several seeds this experiment measures, on the training 
   full-batch GD on :math:`f^*(x) = x_1 x_2`, which falls like :math:`n^{-1}` (the leading
   change of the NTK under training is of order :math:`1/n`; Dyer & Gur-Ari 2019, Huang & Yau
   2019);
-- the final training losses, which agree across widths (all widths train in the same kernel
-  regime).
+- the final training losses, compared across widths by the ratio of the largest to the
+  smallest mean over seeds. This check fails (:data:`KNOWN_FAILING`): the final loss depends
+  on the function at initialisation, a Gaussian-process sample whose variance does not
+  shrink with width, so it varies 3-8x from seed to seed at every width and a mean over a
+  few seeds is too noisy for a 2x band.
 
 The setup follows Jacot et al.'s Section 6 (Figure 1): a ReLU network of depth :math:`L = 4`,
 bias scale :math:`\beta = 0.1`, :math:`\sigma_w = 1`, inputs on the unit circle, 200 steps of
@@ -39,7 +42,16 @@ import numpy as np
 
 from gradlab.experiments.schema import Check, Experiment, check
 
-__all__ = ["EXPERIMENT", "KNOWN_FAILING", "Config", "checks", "kernel_stats", "plot", "run", "target"]
+__all__ = [
+    "EXPERIMENT",
+    "KNOWN_FAILING",
+    "Config",
+    "checks",
+    "kernel_stats",
+    "plot",
+    "run",
+    "target",
+]
 
 
 #: Checks that fail (smoke and full mode) after a faithful setup: findings, not bugs.
