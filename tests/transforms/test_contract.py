@@ -5,7 +5,10 @@ tolerances); runs under ``jit`` and does not retrace on the second call; ignores
 args; a missing required extra arg raises a ``ValueError`` naming it; keeps the state's shapes
 and dtypes for float32 and bfloat16 params (the state is routed through ``lax.cond``, which
 rejects any drift); works inside ``optax.chain``, under ``optax.inject_hyperparams`` and with a
-schedule as learning rate (each gives the same trajectory as the plain transform).
+schedule as learning rate (each gives the plain transform's trajectory over the first steps and
+converges; the schedule drops the rate to 0 for the last steps, which must then freeze the loss).
+The unknown-extra-args and no-retrace checks share one jitted step that always passes an unknown
+argument and must reproduce the plain run's first losses.
 
 To keep the suite fast every trajectory is one jitted ``lax.scan`` and is cached per
 ``(row, problem, variant, dtype)`` so tests that need the same run share it.
