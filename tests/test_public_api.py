@@ -52,7 +52,7 @@ def test_public_name_has_docstring_with_example(sub, name):
 def test_import_is_light():
     code = (
         "import sys, gradlab\n"
-        "heavy = [m for m in ('matplotlib', 'sklearn', 'gradlab.experiments', 'yaml', 'tqdm') "
+        "heavy = [m for m in ('matplotlib', 'sklearn', 'gradlab.experiments', 'tqdm') "
         "if m in sys.modules]\n"
         "print(','.join(heavy))\n"
     )

@@ -3,7 +3,9 @@
 The core subpackages never import this module; use it in your own scripts for quick setups.
 """
 
-from gradlab.models._losses import mse, softmax_cross_entropy
+# The losses are gradlab.curvature's: they carry closed-form output Hessians, so ggn() on a
+# model trained with them never differentiates twice through log_softmax.
+from gradlab.curvature import mse, softmax_cross_entropy
 from gradlab.models._mlp import MLP, TinyCNN, init_cnn, init_mlp
 
 # --- ntk helper block ---
