@@ -17,7 +17,7 @@ def _standardize(x: np.ndarray) -> np.ndarray:
 
 
 def digits(
-    n: int | None = 1024, *, standardize: bool = True, dtype=jnp.float32
+    n: int | None = 1024, *, standardize: bool = True, dtype: jnp.dtype = jnp.float32
 ) -> tuple[jnp.ndarray, jnp.ndarray]:
     """The 8x8 handwritten digits bundled with scikit-learn, as ``(x, y)``.
 
@@ -53,7 +53,7 @@ def digits(
 
 
 def breast_cancer(
-    *, standardize: bool = True, dtype=jnp.float32
+    *, standardize: bool = True, dtype: jnp.dtype = jnp.float32
 ) -> tuple[jnp.ndarray, jnp.ndarray]:
     """The Wisconsin breast-cancer dataset bundled with scikit-learn, as ``(x, y)``.
 

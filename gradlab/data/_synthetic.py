@@ -18,7 +18,7 @@ def gaussian_blobs(
     dim: int,
     center_norm: float = 2.0,
     noise: float = 1.0,
-    dtype=jnp.float32,
+    dtype: jnp.dtype = jnp.float32,
 ) -> tuple[jax.Array, jax.Array]:
     """Isotropic Gaussian clusters, one per class, with random centres of a fixed norm.
 
@@ -57,7 +57,7 @@ def gaussian_blobs(
     return x, y
 
 
-def unit_circle(n: int, *, dtype=jnp.float32) -> jax.Array:
+def unit_circle(n: int, *, dtype: jnp.dtype = jnp.float32) -> jax.Array:
     """``n`` evenly spaced points on the unit circle, shape ``(n, 2)``.
 
     Examples:
@@ -77,7 +77,7 @@ def linear_teacher(
     num_examples: int,
     dim: int,
     noise_std: float = 0.0,
-    dtype=jnp.float32,
+    dtype: jnp.dtype = jnp.float32,
 ) -> tuple[jax.Array, jax.Array, jax.Array]:
     """A linear student-teacher regression problem ``y = x w* / sqrt(d) + noise``.
 

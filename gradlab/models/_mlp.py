@@ -65,7 +65,7 @@ def init_mlp(
     *,
     activation: str = "tanh",
     use_bias: bool = True,
-    dtype=jnp.float32,
+    dtype: jnp.dtype = jnp.float32,
 ) -> tuple[dict, Callable[[dict, jax.Array], jax.Array]]:
     """Initialise an :class:`MLP` and return ``(params, apply_fn)``.
 
@@ -137,7 +137,7 @@ def init_cnn(
     *,
     channels: Sequence[int] = (8, 8),
     activation: str = "tanh",
-    dtype=jnp.float32,
+    dtype: jnp.dtype = jnp.float32,
 ) -> tuple[dict, Callable[[dict, jax.Array], jax.Array]]:
     """Initialise a :class:`TinyCNN` for inputs of shape ``(H, W, C)``; return ``(params, apply_fn)``.
 
