@@ -11,8 +11,10 @@ import pytest
 
 from gradlab.experiments.registry import NAMES
 
-# The smoke run of the cheapest reproduction; the notebooks test covers the others.
-CHEAPEST = "stability_trace"
+# The end-to-end smoke run uses the cheapest reproduction; the notebooks test covers them all.
+CHEAPEST = "mp_overtraining"
+# Argument-error tests use a reproduction whose config keys they name.
+KNOWN = "stability_trace"
 
 
 def gradlab(*args, cwd=None, timeout=600):
@@ -55,7 +57,7 @@ def test_unknown_experiment_lists_valid_names():
 
 
 def test_bad_set_key_lists_allowed_keys(tmp_path):
-    out = gradlab("reproduce", CHEAPEST, "--smoke", "--set", "nonsense=3", "--out", str(tmp_path))
+    out = gradlab("reproduce", KNOWN, "--smoke", "--set", "nonsense=3", "--out", str(tmp_path))
     assert out.returncode == 2
     assert "unknown config key 'nonsense'" in out.stderr
     assert "allowed keys are seed," in out.stderr
@@ -63,13 +65,13 @@ def test_bad_set_key_lists_allowed_keys(tmp_path):
 
 
 def test_bad_set_value_type(tmp_path):
-    out = gradlab("reproduce", CHEAPEST, "--set", "num_steps=many", "--out", str(tmp_path))
+    out = gradlab("reproduce", KNOWN, "--set", "num_steps=many", "--out", str(tmp_path))
     assert out.returncode == 2
     assert "num_steps='many' must be an int" in out.stderr
 
 
 def test_malformed_set_and_missing_name():
-    assert "key=value" in gradlab("reproduce", CHEAPEST, "--set", "seed").stderr
+    assert "key=value" in gradlab("reproduce", KNOWN, "--set", "seed").stderr
     out = gradlab("reproduce")
     assert out.returncode == 2 and "missing experiment NAME" in out.stderr
 
@@ -94,7 +96,7 @@ def test_reproduce_smoke_end_to_end(tmp_path):
 
 
 @pytest.mark.parametrize(
-    "argv", [["reproduce", "--all", "--set", "seed=1"], ["reproduce", CHEAPEST, "--all"]]
+    "argv", [["reproduce", "--all", "--set", "seed=1"], ["reproduce", KNOWN, "--all"]]
 )
 def test_all_flag_conflicts(argv):
     out = gradlab(*argv)
