@@ -24,6 +24,13 @@ class Solution(NamedTuple):
         num_iters: ``()`` int32, iterations (= matvecs) performed.
         residual_norm: ``()`` :math:`\|b - (A + \lambda I) x\|` of the recursive residual.
         converged: ``()`` bool, ``residual_norm <= tol * ||b||`` (False if NaN appeared).
+
+    Examples:
+        >>> import jax.numpy as jnp
+        >>> import gradlab as gl
+        >>> sol = gl.spectral.cg(lambda v: 2.0 * v, jnp.ones(3))
+        >>> sol.x, int(sol.num_iters), bool(sol.converged)
+        (Array([0.5, 0.5, 0.5], dtype=float32), 1, True)
     """
 
     x: Any

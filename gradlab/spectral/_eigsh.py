@@ -27,6 +27,14 @@ class Eigen(NamedTuple):
         residuals: ``(k,)`` residual norms :math:`\|A y_i - \theta_i y_i\|`.
         converged: ``(k,)`` bool, ``residuals <= tol * max_i |theta_i|``; False for NaN.
         num_matvecs: ``()`` int32, the number of operator applications spent.
+
+    Examples:
+        >>> import jax, jax.numpy as jnp
+        >>> import gradlab as gl
+        >>> eig = gl.spectral.eigsh(lambda v: jnp.arange(5.0) * v, jnp.zeros(5), k=2,
+        ...                         key=jax.random.key(0))
+        >>> eig.eigenvalues.shape, eig.eigenvectors.shape, eig.converged.shape
+        ((2,), (2, 5), (2,))
     """
 
     eigenvalues: jax.Array

@@ -37,6 +37,13 @@ class LanczosResult(NamedTuple):
             breakdown threshold (the Krylov space became invariant), or ``m`` if none did.
         init_norm: ``()`` the norm of ``v0``. Zero means the start vector was zero (possible
             only inside ``jit``); the other fields are then NaN.
+
+    Examples:
+        >>> import jax.numpy as jnp
+        >>> import gradlab as gl
+        >>> res = gl.spectral.lanczos(lambda v: 2.0 * v, jnp.ones(4), num_matvecs=2)
+        >>> res.alphas.shape, res.betas.shape, res.basis.shape, int(res.breakdown)
+        ((2,), (1,), (2, 4), 0)
     """
 
     alphas: jax.Array

@@ -25,6 +25,13 @@ class SpectralDensity(NamedTuple):
         nodes: ``(num_probes, num_matvecs)`` Ritz values of each probe's tridiagonal.
         weights: ``(num_probes, num_matvecs)`` squared first components of its eigenvectors;
             each row sums to 1.
+
+    Examples:
+        >>> import jax.numpy as jnp
+        >>> import gradlab as gl
+        >>> sd = gl.spectral.SpectralDensity(jnp.array([[0.0, 1.0]]), jnp.array([[0.5, 0.5]]))
+        >>> float(jnp.sum(sd.weights * sd.nodes))  # estimated tr(A) / n
+        0.5
     """
 
     nodes: jax.Array
@@ -38,6 +45,15 @@ class DensityBand(NamedTuple):
         density: the density of all probes (as :func:`density`).
         lower: lower ``(1 - level) / 2`` bootstrap quantile at each grid point.
         upper: upper ``(1 + level) / 2`` bootstrap quantile.
+
+    Examples:
+        >>> import jax, jax.numpy as jnp
+        >>> import gradlab as gl
+        >>> sd = gl.spectral.SpectralDensity(jnp.array([[0.0], [1.0]]), jnp.ones((2, 1)))
+        >>> band = gl.spectral.density_band(sd, jnp.linspace(-1, 2, 7), sigma=0.5,
+        ...                                 key=jax.random.key(0))
+        >>> band.density.shape, bool(jnp.all(band.lower <= band.upper))
+        ((7,), True)
     """
 
     density: jax.Array

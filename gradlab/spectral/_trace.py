@@ -25,6 +25,14 @@ class Estimate(NamedTuple):
             :func:`diagonal`).
         sem: its estimated standard error, same structure as ``value``. ``|value - truth|``
             exceeds ``2 * sem`` about 5 % of the time for large probe counts.
+
+    Examples:
+        >>> import jax, jax.numpy as jnp
+        >>> import gradlab as gl
+        >>> est = gl.spectral.trace(lambda v: 3.0 * v, jnp.zeros(4), key=jax.random.key(0),
+        ...                         num_matvecs=2, estimator="hutchinson")
+        >>> est.value, est.sem
+        (Array(12., dtype=float32), Array(0., dtype=float32))
     """
 
     value: Any
