@@ -18,8 +18,8 @@ def _dense_ntk(apply_fn, params, x):
     return jac @ jac.T
 
 
-def _inputs(n=4, d=3):
-    x = jax.random.normal(jax.random.key(1), (n, d), dtype=jnp.float64)
+def _inputs(n=4, d=3, dtype=jnp.float64):
+    x = jax.random.normal(jax.random.key(1), (n, d), dtype=dtype)
     return x.at[1].set(-0.5 * x[0])  # include a pair at an obtuse angle
 
 
@@ -108,21 +108,22 @@ def test_mismatched_features():
         fn(jnp.ones((2, 3)), jnp.ones((2, 4)))
 
 
-def test_empirical_ntk_converges_like_inverse_sqrt_width(x64):
+def test_empirical_ntk_converges_like_inverse_sqrt_width():
     """RMS over seeds of ||Theta_width - Theta_inf|| / ||Theta_inf|| ~ width^-1/2.
 
-    Depth-2 ReLU net, 6 inputs, 12 seeds per width, widths 64..2048. The slope's own spread
+    Depth-2 ReLU net in float32 (errors are >= 3%, far above rounding), 6 inputs, 12 seeds
+    per width, widths 64..2048. The slope's own spread
     is estimated by bootstrapping the seeds and must be small (< 0.08) for the check to mean
     anything; the fitted slope must lie in [-0.75, -0.3].
     """
-    x = _inputs(6, 3)
+    x = _inputs(6, 3, jnp.float32)
     depth, num_seeds = 2, 12
     kw = {"weight_std": 2**0.5, "bias_std": 0.2}
     truth = gl.ntk.infinite_mlp(depth, activation="relu", **kw)(x).ntk
     widths = [64, 128, 256, 512, 1024, 2048]
     sq_errors = []  # (widths, seeds)
     for width in widths:
-        model = gl.models.NTKMLP((width,) * depth + (1,), dtype=jnp.float64, **kw)
+        model = gl.models.NTKMLP((width,) * depth + (1,), **kw)
 
         @jax.jit
         def sq_error(key, model=model):
