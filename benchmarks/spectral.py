@@ -212,6 +212,42 @@ def _flat_hvp_args(wl):
     return f
 
 
+def loop_overhead(n=301_066, m=100, repeats=3):
+    """Lanczos vs the floor with a trivial operator (``v -> d * v``): the loop's own overhead."""
+    d = jnp.linspace(0.1, 1.0, n)
+    v0 = jnp.ones(n)
+
+    @jax.jit
+    def ours(d, v):
+        return gl.spectral.lanczos(lambda u: d * u, v, num_matvecs=m).alphas
+
+    @jax.jit
+    def ours_plain(d, v):
+        return gl.spectral.lanczos(lambda u: d * u, v, num_matvecs=m, reorthogonalize=False).alphas
+
+    @jax.jit
+    def floor(d, v):
+        basis = jnp.zeros((m, n), v.dtype).at[0].set(v / jnp.linalg.norm(v))
+
+        def body(i, basis):
+            w = d * basis[i]
+            for _ in range(2):
+                w = w - (basis @ w) @ basis
+            nxt = jnp.minimum(i + 1, m - 1)
+            return lax.dynamic_update_index_in_dim(basis, w / jnp.linalg.norm(w), nxt, 0)
+
+        return lax.fori_loop(0, m, body, basis)[0]
+
+    times = time_alternating(
+        {"floor": (floor, (d, v0)), "lanczos": (ours, (d, v0)), "no_reorth": (ours_plain, (d, v0))},
+        repeats=repeats,
+    )
+    return {
+        **{f"{k}_s": v for k, v in times.items()},
+        "ratio_lanczos_to_floor": times["lanczos"] / times["floor"],
+    }
+
+
 def compile_times(wl):
     params, batch = wl.params, wl.batch
     out = {}
@@ -420,6 +456,7 @@ def main() -> None:
         stage(f"lanczos_{size}", lanczos_timings, wl, reps)
         if size == "small":
             stage("compile_small", compile_times, wl)
+            stage("loop_overhead_trivial_operator", loop_overhead)
         stage(f"eigsh_{size}", eigsh_run, wl, reps)
         light = args.quick and size != "small"  # the wide HVP is slow on the shared CPU
         if not light:
