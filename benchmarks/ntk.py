@@ -141,12 +141,19 @@ def bench_spectrum(n, repeats):
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="N=128 only, few repeats")
+    parser.add_argument(
+        "--workloads", default="mlp_small,mlp_wide,cnn", help="comma-separated subset to run"
+    )
+    parser.add_argument("--no-spectrum", action="store_true", help="skip the N=4,096 part")
     args = parser.parse_args()
+    chosen = set(args.workloads.split(","))
     repeats = 3 if args.quick else 7
     sizes = (128,) if args.quick else (128, 512)
     results = []
     for n in sizes:
         for name, (params, apply_fn, x) in workloads(n).items():
+            if name not in chosen:
+                continue
             skip = set()
             if name == "mlp_wide":
                 # NTK-vector products take N^2 O wide forward passes: minutes here
@@ -161,7 +168,7 @@ def main() -> None:
                 r["skipped"] = sorted(i for (wname, i) in skip if wname == name)
                 results.append(r)
                 print(r, flush=True)
-    spectrum = bench_spectrum(4096, 1 if args.quick else 3)
+    spectrum = None if args.no_spectrum else bench_spectrum(4096, 1 if args.quick else 3)
     emit({"benchmark": "ntk", "quick": args.quick, "kernels": results, "spectrum": spectrum})
 
 
