@@ -113,6 +113,14 @@ class MaxLearningRate(NamedTuple):
         value: ``()`` the step size ``2 / lambda_max`` of the loss-normalised kernel.
         lambda_max: ``()`` top eigenvalue of the (unnormalised) NTK ``Theta = J J^T``.
         converged: ``()`` bool, whether the eigensolver converged.
+
+    Examples:
+        >>> import jax, jax.numpy as jnp, gradlab as gl
+        >>> params, apply_fn = gl.models.init_mlp(jax.random.key(0), (4, 16, 2))
+        >>> x = jax.random.normal(jax.random.key(1), (6, 4))
+        >>> r = gl.ntk.max_learning_rate(apply_fn, params, x, key=jax.random.key(2))
+        >>> r._fields
+        ('value', 'lambda_max', 'converged')
     """
 
     value: jax.Array
@@ -128,6 +136,14 @@ class ConditionNumber(NamedTuple):
         lambda_max: ``()`` largest eigenvalue of ``Theta``.
         lambda_min: ``()`` smallest eigenvalue of ``Theta``.
         converged: ``()`` bool, both eigenvalues converged.
+
+    Examples:
+        >>> import jax, jax.numpy as jnp, gradlab as gl
+        >>> params, apply_fn = gl.models.init_mlp(jax.random.key(0), (4, 16, 2))
+        >>> x = jax.random.normal(jax.random.key(1), (6, 4))
+        >>> r = gl.ntk.condition_number(apply_fn, params, x, key=jax.random.key(2))
+        >>> r._fields
+        ('value', 'lambda_max', 'lambda_min', 'converged')
     """
 
     value: jax.Array
@@ -144,6 +160,14 @@ class EffectiveRank(NamedTuple):
         trace: ``()`` the exact trace ``sum_{n,o} ||d f_o(x_n) / d params||^2``.
         lambda_max: ``()`` largest eigenvalue.
         converged: ``()`` bool, whether the eigensolver converged.
+
+    Examples:
+        >>> import jax, jax.numpy as jnp, gradlab as gl
+        >>> params, apply_fn = gl.models.init_mlp(jax.random.key(0), (4, 16, 2))
+        >>> x = jax.random.normal(jax.random.key(1), (6, 4))
+        >>> r = gl.ntk.effective_rank(apply_fn, params, x, key=jax.random.key(2))
+        >>> r._fields
+        ('value', 'trace', 'lambda_max', 'converged')
     """
 
     value: jax.Array

@@ -129,6 +129,12 @@ class Gaussian(NamedTuple):
     Attributes:
         mean: ``(M,)`` or ``(M, O)`` posterior mean (shaped like the targets).
         covariance: ``(M, M)`` posterior covariance, shared by every output column.
+
+    Examples:
+        >>> import jax.numpy as jnp, gradlab as gl
+        >>> g = gl.ntk.Gaussian(jnp.zeros((2, 1)), jnp.eye(2))
+        >>> g.mean.shape, g.covariance.shape
+        ((2, 1), (2, 2))
     """
 
     mean: jax.Array
