@@ -131,7 +131,12 @@ def chunked_mean_var(
     num = keys.shape[0]
     chunk_size = max(1, min(chunk_size, num))
     num_full = num // chunk_size
-    batched = jax.vmap(fn)
+    # chunk_size == 1: no vmap at all (a batch-1 vmap of an HVP is slower on CPU).
+    batched = (
+        (lambda ks: jax.tree_util.tree_map(lambda v: v[None], fn(ks[0])))
+        if chunk_size == 1
+        else jax.vmap(fn)
+    )
 
     def chunk_stats(ks):
         vals = batched(ks)
@@ -175,4 +180,6 @@ def chunked_mean_var(
 
 def map_rows(fn: Callable[[jax.Array], jax.Array], rows: jax.Array, chunk_size: int) -> jax.Array:
     """``fn`` applied to every row of ``rows`` (vmapped within chunks, scanned across them)."""
-    return lax.map(fn, rows, batch_size=max(1, min(chunk_size, rows.shape[0])))
+    if chunk_size <= 1:  # sequential: no batch-1 vmap (it turns lax.cond into select)
+        return lax.map(fn, rows)
+    return lax.map(fn, rows, batch_size=min(chunk_size, rows.shape[0]))
