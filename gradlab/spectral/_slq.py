@@ -94,7 +94,9 @@ def slq(
         key: PRNG key for the probes.
         num_probes: number of probe vectors, ``>= 1``.
         num_matvecs: Lanczos depth per probe, ``1 <= m <= n``.
-        chunk_size: probes run at once (vmapped); the rest are scanned.
+        chunk_size: probes run at once (vmapped); the rest are scanned. Under ``vmap`` the
+            breakdown guard's branch is evaluated every step, so ``chunk_size > 1`` only pays
+            off where the operator gains a lot from batching (accelerators).
 
     Returns:
         :class:`SpectralDensity` with ``nodes`` and ``weights`` of shape
