@@ -3,16 +3,14 @@
 from __future__ import annotations
 
 import pathlib
-import re
+
+from tests._markdown import run_python_blocks
 
 README = pathlib.Path(__file__).resolve().parents[1] / "README.md"
 
 
 def test_readme_python_examples_run():
-    blocks = re.findall(r"```python\n(.*?)```", README.read_text(), flags=re.DOTALL)
-    assert len(blocks) >= 4, "README should have a Python example per area"
-    namespace: dict = {"__name__": "readme"}
-    exec(compile("\n".join(blocks), str(README), "exec"), namespace)
+    namespace = run_python_blocks("README.md", min_blocks=4)
     assert float(abs(namespace["params"]["w"] - 2.0).max()) < 1e-3  # diffgrad example converged
     assert namespace["top"].eigenvalues.shape == (5,)
 

@@ -2,15 +2,8 @@
 
 from __future__ import annotations
 
-import pathlib
-import re
-
-DOC = pathlib.Path(__file__).resolve().parents[2] / "docs" / "spectral.md"
+from tests._markdown import run_python_blocks
 
 
 def test_user_guide_examples_run():
-    blocks = re.findall(r"```python\n(.*?)```", DOC.read_text(), flags=re.S)
-    assert len(blocks) >= 8
-    namespace: dict = {}
-    for block in blocks:
-        exec(compile(block, str(DOC), "exec"), namespace)
+    run_python_blocks("docs/spectral.md", min_blocks=8)

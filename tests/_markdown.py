@@ -1,0 +1,19 @@
+"""Run the Python code blocks of a Markdown page, in order, in one namespace."""
+
+from __future__ import annotations
+
+import pathlib
+import re
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+
+
+def run_python_blocks(relative_path: str, *, min_blocks: int) -> dict:
+    """Execute every fenced ``python`` block of ``ROOT/relative_path``; return the namespace."""
+    path = ROOT / relative_path
+    blocks = re.findall(r"```python\n(.*?)```", path.read_text(), flags=re.DOTALL)
+    assert len(blocks) >= min_blocks, f"{relative_path} has {len(blocks)} python blocks"
+    namespace: dict = {"__name__": path.stem}
+    for block in blocks:
+        exec(compile(block, str(path), "exec"), namespace)
+    return namespace
