@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 
 # Keep XLA from grabbing every core per process when tests run under pytest-xdist.
-os.environ.setdefault("XLA_FLAGS", "--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1")
+os.environ.setdefault("XLA_FLAGS", "--xla_cpu_multi_thread_eigen=false")
 
 import jax
 import pytest
