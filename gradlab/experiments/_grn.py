@@ -130,19 +130,8 @@ def regularized_newton(
 
     loss_and_grad = jax.value_and_grad(problem.loss_fn)
     batch = problem.batch
-    f0, g0 = loss_and_grad(problem.x0, batch)
-    gn0 = _norm(g0)
-    dtype = gn0.dtype
-    hist = jnp.full((max_iters + 1,), jnp.nan, dtype)
 
-    done = _stop_rule(problem, grad_tol, f_tol, gn0)
-
-    def outer_cond(s):
-        k, f, gn = s[0], s[2], s[4]
-        return (k < max_iters) & ~done(f, gn)
-
-    def outer_body(s):
-        k, x, f, g, gn, gamma, fs, gs, inner, evals = s
+    def step(k, x, f, g, gn, gamma):
         matvec = _select_curvature(problem, x, jax.random.fold_in(key, k), which)
         neg_g = jax.tree_util.tree_map(lambda a: -a, g)
 
@@ -166,23 +155,9 @@ def regularized_newton(
 
         init = (jnp.int32(0), gamma, x, f, g, jnp.array(False), gn, jnp.int32(0))
         i, gamma, x, f, g, _, gn, work = jax.lax.while_loop(search_cond, search_body, init)
-        k = k + 1
-        return (k, x, f, g, gn, gamma, fs.at[k].set(f), gs.at[k].set(gn), inner + work, evals + i)
+        return x, f, g, gn, gamma, work, i
 
-    init = (
-        jnp.int32(0),
-        problem.x0,
-        f0,
-        g0,
-        gn0,
-        jnp.asarray(gamma0, dtype),
-        hist.at[0].set(f0),
-        hist.at[0].set(gn0),
-        jnp.int32(0),
-        jnp.int32(1),
-    )
-    k, x, f, _, gn, _, fs, gs, inner, evals = jax.lax.while_loop(outer_cond, outer_body, init)
-    return Trace(x, k, done(f, gn), fs, gs, inner, evals)
+    return _descend(problem, step, gamma0, grad_tol=grad_tol, f_tol=f_tol, max_iters=max_iters)
 
 
 def gradient_method(
@@ -212,20 +187,8 @@ def gradient_method(
     """
     loss_and_grad = jax.value_and_grad(problem.loss_fn)
     batch = problem.batch
-    f0, g0 = loss_and_grad(problem.x0, batch)
-    gn0 = _norm(g0)
-    dtype = gn0.dtype
-    hist = jnp.full((max_iters + 1,), jnp.nan, dtype)
 
-    done = _stop_rule(problem, grad_tol, f_tol, gn0)
-
-    def outer_cond(s):
-        k, f, gn = s[0], s[2], s[4]
-        return (k < max_iters) & ~done(f, gn)
-
-    def outer_body(s):
-        k, x, f, g, gn, lip, fs, gs, inner, evals = s
-
+    def step(k, x, f, g, gn, lip):
         def search_cond(t):
             return (~t[3]) & (t[0] < max_search)
 
@@ -240,9 +203,43 @@ def gradient_method(
             search_cond, search_body, (jnp.int32(0), lip, x, jnp.array(False))
         )
         f, g = loss_and_grad(x, batch)
-        gn = _norm(g)
+        return x, f, g, _norm(g), lip, i, i
+
+    return _descend(problem, step, lipschitz0, grad_tol=grad_tol, f_tol=f_tol, max_iters=max_iters)
+
+
+def _descend(problem: Problem, step, param0, *, grad_tol, f_tol, max_iters) -> Trace:
+    """The outer loop both methods share: iterate ``step`` until the stop rule or ``max_iters``.
+
+    ``step(k, x, f, g, gn, param) -> (x, f, g, gn, param, inner_work, evals)`` is one
+    accepted iteration, including its backtracking search on the adaptive constant ``param``.
+    """
+    f0, g0 = jax.value_and_grad(problem.loss_fn)(problem.x0, problem.batch)
+    gn0 = _norm(g0)
+    dtype = gn0.dtype
+    hist = jnp.full((max_iters + 1,), jnp.nan, dtype)
+    done = _stop_rule(problem, grad_tol, f_tol, gn0)
+
+    def outer_cond(s):
+        k, f, gn = s[0], s[2], s[4]
+        return (k < max_iters) & ~done(f, gn)
+
+    def outer_body(s):
+        k, x, f, g, gn, param, fs, gs, inner, evals = s
+        x, f, g, gn, param, work, tries = step(k, x, f, g, gn, param)
         k = k + 1
-        return (k, x, f, g, gn, lip, fs.at[k].set(f), gs.at[k].set(gn), inner + i, evals + i)
+        return (
+            k,
+            x,
+            f,
+            g,
+            gn,
+            param,
+            fs.at[k].set(f),
+            gs.at[k].set(gn),
+            inner + work,
+            evals + tries,
+        )
 
     init = (
         jnp.int32(0),
@@ -250,7 +247,7 @@ def gradient_method(
         f0,
         g0,
         gn0,
-        jnp.asarray(lipschitz0, dtype),
+        jnp.asarray(param0, dtype),
         hist.at[0].set(f0),
         hist.at[0].set(gn0),
         jnp.int32(0),
