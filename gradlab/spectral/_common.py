@@ -15,6 +15,7 @@ from gradlab._src.tree import flat_matvec, tree_size
 
 __all__ = [
     "BREAKDOWN_RTOL",
+    "advance_basis",
     "check_callable",
     "check_vector_like",
     "chunked_mean_var",
@@ -109,6 +110,35 @@ def fresh_direction(basis: jax.Array) -> jax.Array:
     e = jnp.zeros(basis.shape[1], basis.dtype).at[j].set(1.0)
     e, _ = orthogonalize(basis, e, 2)
     return e / jnp.linalg.norm(e)
+
+
+def advance_basis(
+    basis: jax.Array, i: jax.Array, w: jax.Array, scale: jax.Array, brk_tol: jax.Array
+) -> tuple[jax.Array, jax.Array, jax.Array]:
+    """Write the next Lanczos vector ``w / ||w||`` into row ``i + 1`` of ``basis``.
+
+    ``w`` is the new direction already orthogonalised against ``basis``. If its norm ``beta``
+    is at most ``brk_tol * scale`` the Krylov space is numerically invariant (a breakdown):
+    the row gets a fresh unit vector orthogonal to the basis instead and the recorded
+    off-diagonal is zero. Nothing is written after the last row.
+
+    Returns:
+        ``(basis, beta_recorded, broke)``.
+    """
+    m = basis.shape[0]
+    beta = jnp.linalg.norm(w)
+    broke = beta <= brk_tol * scale
+    has_next = i + 1 < m
+    repair = broke & has_next
+    q_next = lax.cond(
+        repair,
+        lambda: fresh_direction(basis),
+        lambda: w / jnp.where(broke, jnp.ones_like(beta), beta),
+    )
+    nxt = jnp.minimum(i + 1, m - 1)
+    row = jnp.where(has_next, q_next, basis[nxt])
+    basis = lax.dynamic_update_index_in_dim(basis, row, nxt, 0)
+    return basis, jnp.where(repair, jnp.zeros_like(beta), beta), broke
 
 
 def eigh_high_precision(t: jax.Array) -> tuple[jax.Array, jax.Array]:

@@ -10,7 +10,13 @@ import jax.numpy as jnp
 from jax import lax
 
 from gradlab._src.errors import check_choice, check_int, check_real
-from gradlab.spectral._common import BREAKDOWN_RTOL, fresh_direction, orthogonalize, prepare
+from gradlab.spectral._common import (
+    BREAKDOWN_RTOL,
+    advance_basis,
+    fresh_direction,
+    orthogonalize,
+    prepare,
+)
 
 __all__ = ["Eigen", "eigsh", "default_num_matvecs"]
 
@@ -151,19 +157,7 @@ def _thick_restart(mv, v0, k, m, p, which, tol_eff, brk_tol, max_restarts):
         w = mv(basis[i])
         scale = jnp.maximum(scale, jnp.linalg.norm(w))
         w, coeffs = orthogonalize(basis, w, 2)
-        beta = jnp.linalg.norm(w)
-        broke = beta <= brk_tol * scale
-        has_next = i + 1 < m
-        repair = broke & has_next
-        q_next = lax.cond(
-            repair,
-            lambda: fresh_direction(basis),
-            lambda: w / jnp.where(broke, jnp.ones_like(beta), beta),
-        )
-        nxt = jnp.minimum(i + 1, m - 1)
-        row = jnp.where(has_next, q_next, basis[nxt])
-        basis = lax.dynamic_update_index_in_dim(basis, row, nxt, 0)
-        beta_rec = jnp.where(repair, jnp.zeros_like(beta), beta)
+        basis, beta_rec, _ = advance_basis(basis, i, w, scale, brk_tol)
         col = jnp.where(idx_m <= i, coeffs, 0.0) + jnp.where(idx_m == i + 1, beta_rec, 0.0)
         t = t.at[:, i].set(col).at[i, :].set(col)
         return basis, t, w, scale

@@ -13,8 +13,8 @@ from gradlab._src.errors import check_int
 from gradlab._src.tree import ravel
 from gradlab.spectral._common import (
     BREAKDOWN_RTOL,
+    advance_basis,
     concrete_is_zero,
-    fresh_direction,
     orthogonalize,
     prepare,
 )
@@ -150,20 +150,9 @@ def run_lanczos(
             prev = jnp.maximum(i - 1, 0)
             beta_prev = jnp.where(i > 0, betas[prev], 0.0)
             w = w - alpha * q - beta_prev * basis[prev]
-        beta = jnp.linalg.norm(w)
-        broke = beta <= tol * scale
-        has_next = i + 1 < m
-        repair = broke & has_next
-        q_next = lax.cond(
-            repair,
-            lambda: fresh_direction(basis),
-            lambda: w / jnp.where(broke, jnp.ones_like(beta), beta),
-        )
-        nxt = jnp.minimum(i + 1, m - 1)
-        row = jnp.where(has_next, q_next, basis[nxt])
-        basis = lax.dynamic_update_index_in_dim(basis, row, nxt, 0)
+        basis, beta, broke = advance_basis(basis, i, w, scale, tol)
         alphas = alphas.at[i].set(alpha)
-        betas = betas.at[i].set(jnp.where(repair, jnp.zeros_like(beta), beta))
+        betas = betas.at[i].set(beta)
         brk = jnp.where((brk == m) & broke, i, brk)
         return basis, alphas, betas, w, scale, brk
 
