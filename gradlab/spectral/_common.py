@@ -25,7 +25,17 @@ __all__ = [
     "map_rows",
     "orthogonalize",
     "prepare",
+    "reorthogonalize_step",
 ]
+
+#: Rows per block of the blocked Gram-Schmidt pass in :func:`reorthogonalize_step`: blocks past
+#: the filled part of the basis are skipped, and a block (8 x n) is small enough to stay in cache
+#: between its two reads.
+REORTH_BLOCK = 8
+
+#: Daniel-Gragg-Kaufman-Stewart criterion: a second pass runs when one pass shrank the vector's
+#: norm below this fraction (heavy cancellation means the rounding left in it is no longer tiny).
+DGKS_ETA = 0.7071067811865476
 
 #: Breakdown threshold of the Krylov methods, in machine epsilons of the working dtype, relative
 #: to the running estimate ``max_i ||A q_i||`` of the operator's norm.
@@ -97,6 +107,74 @@ def orthogonalize(basis: jax.Array, w: jax.Array, passes: int = 2) -> tuple[jax.
         w = w - c @ basis
         coeffs = coeffs + c
     return w, coeffs
+
+
+def _filled_pass(basis: jax.Array, w: jax.Array, last: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """One block-modified Gram-Schmidt pass of ``w`` against rows ``0..last`` of ``basis``.
+
+    Blocks of :data:`REORTH_BLOCK` rows are visited in a ``fori_loop``; a block that starts after
+    row ``last`` is skipped by ``lax.cond`` (its index is not batched under ``vmap``, so it stays
+    a real branch), so a step reads only the filled part of the buffer. Returns ``(w, coeffs)``
+    with the coefficients of every row (``(m,)``, zero for skipped rows).
+    """
+    m = basis.shape[0]
+    size = min(REORTH_BLOCK, m)
+    num_blocks = -(-m // size)
+
+    def body(b, carry):
+        start = jnp.minimum(b * size, m - size)  # the last block may overlap its neighbour
+
+        def project(carry):
+            w, coeffs = carry
+            rows = lax.dynamic_slice_in_dim(basis, start, size, 0)
+            c = rows @ w
+            w = w - c @ rows
+            old = lax.dynamic_slice_in_dim(coeffs, start, size, 0)
+            return w, lax.dynamic_update_slice_in_dim(coeffs, old + c, start, 0)
+
+        return lax.cond(b * size <= last, project, lambda carry: carry, carry)
+
+    return lax.fori_loop(0, num_blocks, body, (w, jnp.zeros(m, w.dtype)))
+
+
+def reorthogonalize_step(
+    basis: jax.Array, i: jax.Array, w: jax.Array, prev_coeff: jax.Array
+) -> tuple[jax.Array, jax.Array]:
+    r"""Orthogonalise ``w = A q_i`` against the filled rows ``0..i`` of the Lanczos ``basis``.
+
+    1. The local step of the three-term recurrence: subtract ``prev_coeff * q_{i-1}`` (the known
+       off-diagonal, ignored at ``i = 0``), then :math:`\alpha q_i` with
+       :math:`\alpha = q_i^\top w`. In exact arithmetic this is all; it removes the large
+       components cheaply (two vectors).
+    2. One Gram-Schmidt pass over the filled rows (blocked, see :func:`_filled_pass`), which
+       removes the rounding and the loss of orthogonality the local step leaves behind.
+    3. A second pass only if the first shrank the vector below :data:`DGKS_ETA` of its norm
+       (Daniel, Gragg, Kaufman & Stewart 1976): after a pass that removed little, the vector is
+       orthogonal to working precision ("twice is enough" needs the second pass only when
+       cancellation was heavy, e.g. right after a thick restart).
+
+    Returns ``(w, coeffs)``: the orthogonalised vector and the total coefficients
+    :math:`Q w_\text{in}` of every row (``(m,)``; zero beyond row ``i``), i.e. column ``i`` of
+    :math:`Q A Q^\top`.
+    """
+    m = basis.shape[0]
+    prev = jnp.maximum(i - 1, 0)
+    b = jnp.where(i > 0, prev_coeff, jnp.zeros_like(prev_coeff))
+    w = w - b * basis[prev]
+    q = basis[i]
+    alpha = jnp.vdot(q, w)
+    w = w - alpha * q
+    local = jnp.zeros(m, w.dtype).at[prev].add(b).at[i].add(alpha)
+    norm_in = jnp.linalg.norm(w)
+    w, c1 = _filled_pass(basis, w, i)
+    heavy = jnp.linalg.norm(w) < DGKS_ETA * norm_in
+    w, c2 = lax.cond(
+        heavy,
+        lambda w: _filled_pass(basis, w, i),
+        lambda w: (w, jnp.zeros(m, w.dtype)),
+        w,
+    )
+    return w, local + c1 + c2
 
 
 def fresh_direction(basis: jax.Array) -> jax.Array:

@@ -14,8 +14,8 @@ from gradlab.spectral._common import (
     BREAKDOWN_RTOL,
     advance_basis,
     fresh_direction,
-    orthogonalize,
     prepare,
+    reorthogonalize_step,
 )
 
 __all__ = ["Eigen", "eigsh", "default_num_matvecs"]
@@ -156,7 +156,7 @@ def _thick_restart(mv, v0, k, m, p, which, tol_eff, brk_tol, max_restarts):
         basis, t, _, scale = carry
         w = mv(basis[i])
         scale = jnp.maximum(scale, jnp.linalg.norm(w))
-        w, coeffs = orthogonalize(basis, w, 2)
+        w, coeffs = reorthogonalize_step(basis, i, w, t[jnp.maximum(i - 1, 0), i])
         basis, beta_rec, _ = advance_basis(basis, i, w, scale, brk_tol)
         col = jnp.where(idx_m <= i, coeffs, 0.0) + jnp.where(idx_m == i + 1, beta_rec, 0.0)
         t = t.at[:, i].set(col).at[i, :].set(col)

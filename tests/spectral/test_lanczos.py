@@ -132,3 +132,45 @@ def test_bad_operator_structure():
         gl.spectral.lanczos(3, jnp.ones(5), num_matvecs=2)
     with pytest.raises(TypeError, match="reorthogonalize"):
         gl.spectral.lanczos(lambda v: v, jnp.ones(5), num_matvecs=2, reorthogonalize="yes")
+
+
+def test_float32_stays_orthonormal_on_a_wide_spectrum():
+    # Eigenvalues over six decades: plain Lanczos loses orthogonality completely, the local step
+    # plus one blocked pass (and the DGKS second pass when needed) keeps it at rounding level.
+    lam = np.concatenate([np.logspace(-3, 3, 390), 1e3 + np.arange(10.0)])
+    a = jnp.asarray(known_operator(lam, seed=8), jnp.float32)
+    v0 = jnp.asarray(np.random.default_rng(8).normal(size=400), jnp.float32)
+    eps = float(jnp.finfo(jnp.float32).eps)
+    full = gl.spectral.lanczos(lambda v: a @ v, v0, num_matvecs=200)
+    plain = gl.spectral.lanczos(lambda v: a @ v, v0, num_matvecs=200, reorthogonalize=False)
+
+    def loss_of_orthogonality(res):
+        q = np.asarray(res.basis, np.float64)
+        return np.abs(q @ q.T - np.eye(q.shape[0])).max()
+
+    assert loss_of_orthogonality(full) < 50 * eps
+    assert loss_of_orthogonality(plain) > 1e-2
+    ritz = np.linalg.eigvalsh(_tridiag(full).astype(np.float64))
+    np.testing.assert_allclose([ritz[0], ritz[-1]], [lam.min(), lam.max()], rtol=1e-4, atol=2e-3)
+
+
+def test_second_pass_runs_when_the_first_cancels_heavily(x64):
+    # A vector dominated by an *old* basis row (as after a thick restart): the local step does
+    # not remove it, the blocked pass does with heavy cancellation, and the DGKS pass cleans up.
+    from gradlab.spectral._common import REORTH_BLOCK, reorthogonalize_step
+
+    rng = np.random.default_rng(9)
+    m, n, filled = 2 * REORTH_BLOCK + 3, 60, REORTH_BLOCK + 2
+    q, _ = np.linalg.qr(rng.normal(size=(n, m)))
+    basis = np.zeros((m, n))
+    basis[:filled] = q.T[:filled]
+    w_in = 1e8 * basis[0] + 3.0 * basis[filled - 1] + rng.normal(size=n)
+    w, coeffs = reorthogonalize_step(
+        jnp.asarray(basis), jnp.int32(filled - 1), jnp.asarray(w_in), jnp.asarray(0.5)
+    )
+    w, coeffs = np.asarray(w), np.asarray(coeffs)
+    expected = w_in - basis[:filled].T @ (basis[:filled] @ w_in)
+    np.testing.assert_allclose(w, expected, atol=1e-8 * np.linalg.norm(expected))
+    assert np.abs(basis[:filled] @ w).max() < 1e-12 * np.linalg.norm(w)
+    np.testing.assert_allclose(coeffs[:filled], basis[:filled] @ w_in, rtol=1e-12, atol=1e-6)
+    np.testing.assert_array_equal(coeffs[filled:], 0.0)
