@@ -22,8 +22,8 @@
 # (`notebooks/examples.ipynb`): the gradient-regularised Newton method (their Algorithm 1)
 # with the exact Hessian, with the *weighted Gauss-Newton* approximation, and the gradient
 # method, plotted as $f(x_k) - f^\star$ against iterations; plus logistic regression, which the
-# paper treats in theory ("global linear rates in logistic regression ... with approximate
-# Hessians") but not in its code.
+# paper treats in theory ("global linear rates in logistic regression and softmax problems
+# with approximate Hessians") but not in its code.
 #
 # **How this setup differs:** LogSumExp is the authors' synthetic problem (uniform
 # $A \in [-1,1]^{m \times n}$, $b \in [-1, 1]^m$, minimiser shifted to $0$, start
@@ -31,19 +31,25 @@
 # the Euclidean norm, stop at $f - f^\star < 10^{-8}$) but with issue 4's sizes
 # $m = 500$, $n = 100$, $\mu = 0.1$ (the notebook uses $m = n = 1000$, $\mu = 1$).
 # Logistic regression uses scikit-learn's bundled breast-cancer set (569 x 30, standardised,
-# intercept, $\ell_2 = 10^{-3}$), stops at $\|\nabla f\| \le 10^{-6} \|\nabla f(x_0)\|$, and
-# its approximate Hessian is our choice, the Monte-Carlo Fisher (one label per example
-# sampled from the model, fresh every iteration), because the exact Fisher of a linear model
-# *is* its Hessian. Every linear system is solved matrix-free by conjugate gradients on
-# gradlab's curvature operators (the authors use dense Cholesky), in float64.
+# intercept, $\ell_2 = 10^{-3}$) and stops at $\|\nabla f\| \le 10^{-6} \|\nabla f(x_0)\|$.
+# The authors' code has no logistic problem; its only approximation for softmax-type
+# objectives is the weighted Gauss-Newton, so we apply it to each example's loss written as a
+# LogSumExp, $\log(e^0 + e^{-s_i z_i})$: the paper's approximation, our transcription
+# (previously this reproduction used a Monte-Carlo Fisher, which is not in the paper; set
+# `logistic_approx=fisher` to get it back). Every linear system is solved matrix-free by
+# conjugate gradients on gradlab's curvature operators (the authors use dense Cholesky), in
+# float64. On identical data the authors' code and this one count the same iterations (see
+# below).
 #
 # **Known failing checks:** the issue's "approximate iterations <= 2x exact" fails on both
-# problems and "approximate iterations <= 1/10 of the gradient method's" fails on logistic
-# regression (and, in full mode only, on LogSumExp: 0.141). They are listed in
-# `KNOWN_FAILING` (smoke) and `KNOWN_FAILING_FULL` of
-# `gradlab.experiments.approx_hessian_newton`; this notebook asserts that every other check
-# passes, and explains the failures below. `gradlab reproduce approx_hessian_newton` still
-# exits non-zero.
+# problems (7.09 and 3.78), and the authors' own code fails it too, on the issue's setup
+# (4.1-5.8x) and on their own notebook's setup (2.69x): it is contradicted by the method,
+# not by this implementation. "Approximate iterations <= 1/10 of the gradient method's"
+# fails on logistic regression (0.105) and, in full mode only, on LogSumExp (0.141; this
+# ratio depends on the random instance). They are listed in `KNOWN_FAILING` (smoke) and
+# `KNOWN_FAILING_FULL` of `gradlab.experiments.approx_hessian_newton`; this notebook asserts
+# that every other check passes, and explains the failures below.
+# `gradlab reproduce approx_hessian_newton` still exits non-zero.
 
 # %%
 import os
@@ -80,20 +86,47 @@ assert not unexpected, f"acceptance checks failed: {unexpected}"
 # figure the approximate run indeed sits on a plateau for about $(f(x_0) - f^\star)/\mu
 # \approx 200$ iterations before converging in a few steps.
 #
-# *Logistic regression.* The expected Fisher equals the Hessian of the cross-entropy, so the
-# Monte-Carlo Fisher is an unbiased estimate; its sampling error does not vanish at the
-# solution, so the approximate method converges linearly (the paper's "global linear rates")
-# where exact Newton converges quadratically.
+# *Logistic regression.* Each example's loss $\log(1 + e^{-s_i z_i})$ ($s_i = \pm 1$,
+# $z_i = w^\top x_i + b$) is the LogSumExp of $0$ and $-s_i z_i$, so the weighted
+# Gauss-Newton matrix is $\frac1N \sum_i \sigma(-s_i z_i) \tilde x_i \tilde x_i^\top$ (plus
+# the penalty): each example weighted by the probability of its *wrong* label, where the
+# Hessian has $\sigma(z_i)(1 - \sigma(z_i))$. It exceeds the Hessian by the factor
+# $1/p(y_i \mid x_i)$ per example, which stays above 1 at the solution, so the approximate
+# method converges linearly (the paper's "global linear rates") where exact Newton
+# converges quadratically. (Writing the same matrix on the raw logits $(0, z)$ instead of
+# the margins weights by $\sigma(z_i)$ whatever the label and depends on how the logits are
+# parameterised; that variant, which we tried first, did not converge in 300 iterations.)
 #
-# ## Why the checks fail
+# ## Why the checks fail: the authors' own code says the same
 #
-# The issue's thresholds (approximate within 2x of exact, and 10x faster than the gradient
-# method) ask for more than the paper claims for these approximations: a global linear rate
-# for logistic regression, and for LogSumExp with $\mu = 0.1$ a phase of about
-# $(f(x_0) - f^\star)/\mu$ short steps. Both Newton variants converge, and exact Newton is
-# 30-50x faster than the gradient method; the approximate method is 5-7x slower than exact
-# and 6.5-7x faster than the gradient method in full mode. We keep the issue's thresholds and
-# report the checks as failing rather than change the setup to make them pass.
+# We ran the authors' NumPy code (github.com/epfml/grad-norm-smooth at 9f4ca00:
+# `grad_norm_smooth` with dense Cholesky, `approx_hess_fn_logsumexp`, `gradient_method`,
+# their generator `np.random.seed(s); A = rand(n, m) * 2 - 1`, stop at
+# $f - f^\star < 10^{-8}$). Iterations, exact / weighted Gauss-Newton / gradient method:
+#
+# | setup | exact | approx | gradient | approx / exact | approx / gradient |
+# |---|---:|---:|---:|---:|---:|
+# | issue: $m = 500$, $n = 100$, $\mu = 0.1$, seed 3124 | 36 | 146 | 2,455 | 4.06 | 0.059 |
+# | same, seed 0 | 44 | 257 | 3,555 | 5.84 | 0.072 |
+# | same, seed 1 | 43 | 230 | 3,876 | 5.35 | 0.059 |
+# | their notebook: $m = n = 1000$, $\mu = 1$, seed 3124 | 35 | 94 | > 1,000 | 2.69 | < 0.094 |
+# | issue sizes with $\mu = 1$, seed 3124 | 11 | 17 | 34 | 1.55 | 0.50 |
+#
+# This module on the same three issue-setup matrices counts 37 / 148 / 2,455,
+# 42 / 259 / 3,555 and 43 / 230 / 3,876 (CG instead of Cholesky moves a step or two), and on
+# logistic regression the authors' `grad_norm_smooth` with the same weighted Gauss-Newton
+# gives 9 / 34 / 324, exactly our numbers. So the implementation is faithful and the
+# "<= 2x exact" check is contradicted by the method itself: 4-6x on the issue's setup, and
+# 2.69x even in the authors' own published figure. It passes only at $\mu = 1$ on the small
+# problem, where the gradient method is no longer slow (ratio 0.50): the two thresholds pull
+# in opposite directions in $\mu$. The "<= 1/10 of the gradient method" ratio on LogSumExp
+# depends on the random instance: 0.059-0.072 on the authors' generator, and 0.141, 0.052,
+# 0.085, 0.138, 0.073, 0.083 for this module's `seed` 0-5. The configured instance (seed 0)
+# is at the unfavourable end; we did not switch instances after seeing this. On logistic
+# regression the approximation's excess curvature on misfit examples costs 3.8x exact Newton
+# and leaves it at 0.105 of the gradient method. Exact Newton itself is 50x (LogSumExp) and
+# 36x (logistic) faster than the gradient method. We keep the issue's thresholds and report
+# the checks as failing.
 
 # %%
 from gradlab.experiments.approx_hessian_newton import EXPERIMENT
@@ -113,17 +146,18 @@ for name in ("logsumexp", "logistic"):
 # %% [markdown]
 # ## Measured values (full mode, 2-core CPU)
 #
-# Full mode took 28 s on the shared 2-core machine (13 s of CPU time). Iterations to
+# Full mode took 14-15 s on the shared 2-core machine (about 11 s of CPU time). Iterations to
 # $f - f^\star \le 10^{-8}$ (LogSumExp) and to $\|\nabla f\| \le 10^{-6} \|\nabla f(x_0)\|$
 # (logistic regression):
 #
 # | problem | exact Newton | approximate Newton | gradient method |
 # |---|---:|---:|---:|
 # | LogSumExp (weighted Gauss-Newton) | 32 | 227 | 1,613 |
-# | logistic regression (Monte-Carlo Fisher) | 9 | 50 | 324 |
+# | logistic regression (weighted Gauss-Newton) | 9 | 34 | 324 |
 #
-# Checks: approx/exact 7.09 (LogSumExp) and 5.56 (logistic), required <= 2: **FAIL**
-# (known); approx/gradient 0.141 and 0.154, required <= 0.1: **FAIL** (known); both Newton
+# Checks: approx/exact 7.09 (LogSumExp) and 3.78 (logistic), required <= 2: **FAIL**
+# (known); approx/gradient 0.141 and 0.105, required <= 0.1: **FAIL** (known); both Newton
 # variants converged on both problems: PASS. Smoke mode ($m = 200$, $n = 40$): LogSumExp
 # 24 / 104 / 2,488 iterations (approx/exact 4.33 FAIL, approx/gradient 0.042 PASS);
-# logistic as in full mode.
+# logistic as in full mode. With the Monte-Carlo Fisher (`logistic_approx=fisher`) logistic
+# regression took 9 / 50 / 324 (5.56 and 0.154).

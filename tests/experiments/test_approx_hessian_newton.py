@@ -77,11 +77,11 @@ def test_whitening_is_a_reparameterisation(x64):
     assert white.f_star == pytest.approx(plain.f_star, rel=1e-12)
 
 
-def _logistic(l2=0.05):
+def _logistic(l2=0.05, approx="fisher"):
     rng = np.random.default_rng(0)
     x = jnp.asarray(rng.standard_normal((40, 3)))
     y = jnp.asarray((rng.random(40) < 0.5).astype(np.int32))
-    return logistic_problem(x, y, l2=l2, num_samples=64)
+    return logistic_problem(x, y, l2=l2, approx=approx, num_samples=64)
 
 
 def test_logistic_exact_curvature_is_the_hessian(x64):
@@ -106,6 +106,31 @@ def test_logistic_fisher_is_unbiased_for_the_hessian(x64):
     exact = h(x, "exact")
     assert np.all(np.abs(mean - exact) <= 5 * sem + 1e-12)
     assert np.abs(draws[0] - exact).max() > 1e-6  # and it is an approximation, not exact
+
+
+def test_logistic_weighted_gauss_newton_weights_by_the_wrong_label_probability(x64):
+    # log(1 + exp(-s z)) = log(e^0 + e^{-s z}); its weighted Gauss-Newton is
+    # sigmoid(-s z) x x^T per example (Hessian: sigmoid(z)(1 - sigmoid(z)) x x^T).
+    prob = _logistic(approx="weighted_gauss_newton")
+    _, _, _, h = _flat(prob)
+    x = np.array([0.3, -0.5, 0.2, 0.1])  # flat order: b, then w
+    inputs, labels = (np.asarray(v) for v in prob.batch)
+    xt = np.hstack([np.ones((len(inputs), 1)), inputs])
+    z = xt @ x
+    s = 2.0 * labels - 1.0
+    penalty = np.diag([0.0, 0.05, 0.05, 0.05])
+    ref = (xt.T * (1.0 / (1.0 + np.exp(s * z)))) @ xt / len(z) + penalty
+    approx = h(x, "approx")
+    np.testing.assert_allclose(approx, ref, rtol=1e-12, atol=1e-14)
+    np.testing.assert_array_equal(approx, h(x, "approx", jax.random.key(7)))  # no sampling
+    gap = np.linalg.eigvalsh(approx - h(x, "exact"))
+    assert gap.min() >= -1e-12 and gap.max() > 1e-3  # above the Hessian, and not equal to it
+
+
+def test_logistic_problem_rejects_unknown_approximation():
+    x = jnp.ones((3, 2))
+    with pytest.raises(ValueError, match="weighted_gauss_newton"):
+        logistic_problem(x, jnp.array([0, 1, 1]), l2=0.1, approx="bfgs")
 
 
 def _numpy_newton(x0, f, g, hess, *, gamma, grad_tol, max_iters, max_search=40):
