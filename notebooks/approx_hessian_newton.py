@@ -146,7 +146,7 @@ for name in ("logsumexp", "logistic"):
 # %% [markdown]
 # ## Measured values (full mode, 2-core CPU)
 #
-# Full mode took 14-15 s on the shared 2-core machine (about 11 s of CPU time). Iterations to
+# Full mode took 10-17 s on the shared 2-core machine (about 10 s of CPU time). Iterations to
 # $f - f^\star \le 10^{-8}$ (LogSumExp) and to $\|\nabla f\| \le 10^{-6} \|\nabla f(x_0)\|$
 # (logistic regression):
 #
