@@ -7,8 +7,8 @@ Every algorithm takes a plain function ``matvec(v) -> Av`` on params-shaped pytr
 - :func:`eigsh`: extreme eigenpairs by thick-restart Lanczos; :func:`power_iteration`.
 - :func:`slq`: stochastic Lanczos quadrature; :func:`density`, :func:`density_band` (bootstrap
   confidence band) and :func:`density_grid` turn it into a smoothed density.
-- :func:`trace` (Hutchinson, Hutch++, XTrace) and :func:`diagonal` (Hutchinson, XDiag):
-  randomized estimates with standard errors.
+- :func:`trace` (Hutchinson, Hutch++, XTrace, leaf-stratified Hutchinson) and :func:`diagonal`
+  (Hutchinson, XDiag): randomized estimates with standard errors.
 - :func:`cg`: conjugate gradients with status fields, differentiable.
 
 Plotting lives in :mod:`gradlab.spectral.plot` (imports matplotlib lazily).

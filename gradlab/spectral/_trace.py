@@ -10,11 +10,12 @@ import jax.numpy as jnp
 
 from gradlab._src.errors import check_choice, check_int
 from gradlab.spectral._common import chunked_mean_var, map_rows, prepare
+from gradlab.spectral._stratified import min_stratified_matvecs, stratified_trace
 
 __all__ = ["Estimate", "trace", "sketch"]
 
-_TRACE_ESTIMATORS = ("hutchinson", "hutch++", "xtrace")
-_MIN_MATVECS = {"hutchinson": 2, "hutch++": 4, "xtrace": 4, "xdiag": 4}
+_TRACE_ESTIMATORS = ("hutchinson", "hutch++", "xtrace", "stratified")
+_MIN_MATVECS = {"hutchinson": 2, "hutch++": 4, "xtrace": 4, "xdiag": 4, "stratified": 2}
 
 
 class Estimate(NamedTuple):
@@ -69,7 +70,7 @@ def trace(
     *,
     key: jax.Array,
     num_matvecs: int,
-    estimator: Literal["hutchinson", "hutch++", "xtrace"] = "hutch++",
+    estimator: Literal["hutchinson", "hutch++", "xtrace", "stratified"] = "hutch++",
     chunk_size: int = 1,
 ) -> Estimate:
     r"""Randomized estimate of :math:`\operatorname{tr}(A)` from ``num_matvecs`` matvecs.
@@ -96,17 +97,29 @@ def trace(
       small in our tests; ours had ``(value - truth) / sem`` with standard deviation 0.5-1.4
       across flat and decaying spectra.
 
+    - ``"stratified"``: Hutchinson stratified by pytree leaf. Each probe is Rademacher on one
+      leaf of ``like`` and zero elsewhere, so it estimates that leaf's diagonal block
+      :math:`\operatorname{tr} A_{bb}` and the cross-leaf blocks add no variance; a pilot of
+      ``max(2, N // (4 L))`` probes per leaf measures each block's spread and the rest of the
+      budget is split in proportion to it (Neyman allocation). ``sem`` is
+      :math:`\sqrt{\sum_b s_b^2 / n_b}`. Needs ``N >= 2 L`` for ``L`` leaves; with one leaf
+      it is plain Hutchinson. Best for network Hessians and GGNs, whose Frobenius mass lies
+      mostly in cross-layer blocks (on the wide benchmark MLP its ``sem`` is 3.5x smaller
+      than Hutchinson's at 300 matvecs; see ``docs/performance.md``).
+
     For matrices whose spectrum decays, Hutch++ and XTrace reach a given accuracy with far
     fewer matvecs than Hutchinson (error :math:`O(1/N)` instead of :math:`O(1/\sqrt N)`).
-    Hutch++/XTrace keep ``O(N n)`` memory for the sketch.
+    Hutch++/XTrace keep ``O(N n)`` memory for the sketch. For an indefinite operator with a
+    wide, flat bulk (a network Hessian at initialisation) no low-rank part carries the
+    variance; there ``"stratified"`` is the one that helps.
 
     Args:
         matvec: symmetric operator on pytrees shaped like ``like``.
         like: a pytree with the structure, shapes and dtypes of the vectors.
         key: PRNG key for the probes.
         num_matvecs: total matvec budget ``N`` (at least 2 for Hutchinson, 4 for Hutch++,
-            4 for XTrace).
-        estimator: ``"hutchinson"``, ``"hutch++"`` or ``"xtrace"``.
+            4 for XTrace, twice the number of leaves of ``like`` for ``"stratified"``).
+        estimator: ``"hutchinson"``, ``"hutch++"``, ``"xtrace"`` or ``"stratified"``.
         chunk_size: matvecs evaluated at once (vmapped).
 
     Returns:
@@ -126,12 +139,25 @@ def trace(
         smoothing splines", 1989. Meyer, Musco, Musco & Woodruff, "Hutch++: optimal stochastic
         trace estimation", SOSA 2021, https://arxiv.org/abs/2010.09649. Epperly, Tropp &
         Webber, "XTrace: making the most of every sample in stochastic trace estimation",
-        SIAM J. Matrix Anal. Appl. 2024, https://arxiv.org/abs/2301.07825.
+        SIAM J. Matrix Anal. Appl. 2024, https://arxiv.org/abs/2301.07825. Neyman, "On the two
+        different aspects of the representative method", J. R. Stat. Soc. 1934 (optimum
+        allocation in stratified sampling).
     """
     mv, n, dtype, _ = prepare(matvec, like)
     check_choice("estimator", estimator, _TRACE_ESTIMATORS)
     budget = check_budget(estimator, num_matvecs)
     chunk_size = check_int("chunk_size", chunk_size, 1, None)
+
+    if estimator == "stratified":
+        sizes = [int(jnp.size(leaf)) for leaf in jax.tree_util.tree_leaves(like)]
+        least = min_stratified_matvecs(sizes)
+        if budget < least:
+            raise ValueError(
+                f"num_matvecs={budget} is too small for estimator='stratified': it needs two "
+                f"probes per leaf of like ({least // 2} non-empty leaves), i.e. >= {least}"
+            )
+        value, sem = stratified_trace(mv, sizes, key, budget, chunk_size, dtype)
+        return Estimate(value, sem)
 
     if estimator == "hutchinson":
         keys = jax.random.split(key, budget)
