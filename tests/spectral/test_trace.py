@@ -22,7 +22,7 @@ def _decaying(seed=2, n=N):
     return known_operator(10.0 * np.exp(-np.arange(n) / 4.0) + 1e-3, seed=seed)
 
 
-@pytest.mark.parametrize("estimator", ["hutchinson"])
+@pytest.mark.parametrize("estimator", ["hutchinson", "stratified"])
 def test_trace_exact_on_diagonal(x64, estimator):
     d = jnp.asarray(np.random.default_rng(0).normal(size=40))
     est = gl.spectral.trace(
@@ -30,6 +30,27 @@ def test_trace_exact_on_diagonal(x64, estimator):
     )
     np.testing.assert_allclose(est.value, np.sum(d), rtol=1e-12)
     assert float(est.sem) < 1e-12
+
+
+@pytest.mark.parametrize("chunk_size", [1, 5])
+def test_stratified_within_5_sem_on_dense_spd(x64, chunk_size):
+    a = _dense_spd()
+    like = {"a": jnp.zeros((5, 10)), "b": jnp.zeros(100)}
+    _, unravel = jax.flatten_util.ravel_pytree(like)
+
+    def mv(tree):
+        return unravel(jnp.asarray(a) @ jax.flatten_util.ravel_pytree(tree)[0])
+
+    est = gl.spectral.trace(
+        mv,
+        like,
+        key=jax.random.key(3),
+        num_matvecs=60,
+        estimator="stratified",
+        chunk_size=chunk_size,
+    )
+    assert 0 < float(est.sem) < 0.2 * np.trace(a)
+    assert abs(float(est.value) - np.trace(a)) < 5 * float(est.sem)
 
 
 def test_diagonal_exact_on_diagonal(x64):
