@@ -9,9 +9,20 @@ import dataclasses
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 
 from gradlab.data import unit_circle
-from gradlab.experiments.ntk_width import Config, _width_run, checks, kernel_stats, target
+from gradlab.experiments.ntk_width import (
+    Config,
+    _loss_run,
+    _width_run,
+    checks,
+    kernel_stats,
+    linearised_loss,
+    run,
+    target,
+)
+from gradlab.experiments.runner import make_progress
 from gradlab.models import init_ntk_mlp, mse
 from gradlab.ntk import empirical_ntk
 
@@ -64,6 +75,57 @@ def test_width_run_matches_a_direct_computation():
     # the kernel is symmetric positive semi-definite
     np.testing.assert_allclose(theta0[0], theta0[0].T, rtol=1e-5, atol=1e-6)
     assert float(jnp.linalg.eigvalsh(theta0[0]).min()) > -1e-4
+
+
+def test_loss_run_trains_the_same_nets_as_width_run():
+    # the loss-only seeds must be the same networks and GD as the kernel seeds, minus kernels
+    cfg = dataclasses.replace(Config(), depth=2, num_steps=5, num_train=6)
+    x = unit_circle(cfg.num_train)
+    keys = jax.random.split(jax.random.key(3), 3)
+    _, _, losses = _width_run(keys, x, width=16, config=cfg)
+    only = _loss_run(keys, x, width=16, config=cfg)
+    assert only.shape == (3, cfg.num_steps + 1)
+    np.testing.assert_allclose(only, losses, rtol=1e-5)
+    assert np.all(np.asarray(only[:, -1]) < np.asarray(only[:, 0]))
+
+
+def test_run_averages_final_losses_over_all_loss_seeds():
+    cfg = dataclasses.replace(
+        Config(), depth=2, num_steps=4, num_train=6, widths=(8, 16), num_seeds=2, num_loss_seeds=5
+    )
+    res = run(cfg, make_progress(False))
+    for w in res["per_width"]:
+        final = np.array(w["final_loss"])
+        assert len(final) == 5 and len(w["drift"]) == 2
+        np.testing.assert_allclose(w["final_loss_mean"], final.mean(), rtol=1e-12)
+        np.testing.assert_allclose(w["final_loss_sem"], final.std(ddof=1) / np.sqrt(5), rtol=1e-12)
+    means = [w["final_loss_mean"] for w in res["per_width"]]
+    np.testing.assert_allclose(res["final_loss_ratio"], max(means) / min(means), rtol=1e-12)
+    assert res["final_loss_ratio_rel_se"] > 0
+    assert 0 < res["final_loss_kernel_limit"] < res["per_width"][0]["initial_loss_mean"] * 2
+
+
+def test_run_rejects_more_kernel_seeds_than_loss_seeds():
+    cfg = dataclasses.replace(Config(), widths=(8,), num_seeds=3, num_loss_seeds=2)
+    with pytest.raises(ValueError, match="num_loss_seeds"):
+        run(cfg, make_progress(False))
+
+
+def test_linearised_loss_matches_a_simulation_of_the_linear_dynamics():
+    rng = np.random.default_rng(1)
+    n, steps, lr = 5, 7, 0.8
+    b = rng.standard_normal((n, n))
+    ntk = b @ b.T / n + 0.1 * np.eye(n)
+    c = rng.standard_normal((n, n))
+    nngp = c @ c.T / n
+    y = rng.standard_normal(n)
+    f0 = rng.multivariate_normal(np.zeros(n), nngp, size=200_000)
+    r = f0 - y
+    for _ in range(steps):
+        r = r - lr * r @ ntk / n  # GD on 0.5 * mean squared error of the linear model
+    simulated = 0.5 * np.mean(np.sum(r**2, axis=1)) / n
+    predicted = linearised_loss(ntk, nngp, y, learning_rate=lr, num_steps=steps)
+    np.testing.assert_allclose(predicted, simulated, rtol=0.02)
 
 
 def test_checks_pass_and_fail_on_the_right_values():
