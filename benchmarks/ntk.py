@@ -29,7 +29,7 @@ import jax.numpy as jnp
 
 import gradlab as gl
 from benchmarks._workloads import digits_mlp, emit, time_alternating, time_fn
-from gradlab.ntk._empirical import choose_implementation
+from gradlab.ntk._auto import choose_implementation
 from gradlab.ntk._layout import make_layout
 
 IMPLS = ("jacobian_contraction", "ntk_vector_products", "structured")

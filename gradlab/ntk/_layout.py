@@ -291,3 +291,20 @@ def param_letters(ndim: int) -> str:
     if ndim > 20:
         raise ValueError(f"a parameter leaf has {ndim} axes; at most 20 are supported")
     return "ABCDEFGHIJKLMNOPQRST"[:ndim]
+
+
+def prepare_inputs(apply_fn, params, x1, x2, trace_axes, diagonal_axes, vmap_axes, batch_size):
+    """Convert the inputs to arrays and build their :class:`Layout` (shared argument checks)."""
+    x1 = jnp.asarray(x1)
+    x2 = None if x2 is None else jnp.asarray(x2)
+    layout = make_layout(
+        apply_fn,
+        params,
+        x1,
+        x2,
+        trace_axes=trace_axes,
+        diagonal_axes=diagonal_axes,
+        vmap_axes=vmap_axes,
+        batch_size=batch_size,
+    )
+    return layout, x1, x2

@@ -7,7 +7,7 @@ import jax
 import jax.numpy as jnp
 
 import gradlab as gl
-from gradlab.ntk._empirical import choose_implementation
+from gradlab.ntk._auto import choose_implementation
 from gradlab.ntk._layout import make_layout
 
 
