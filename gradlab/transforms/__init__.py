@@ -48,11 +48,13 @@ _A_NAMES: list[str] = [
 
 # --- transforms-B ---
 from gradlab.transforms._adadagrad import AdAdaGradState as AdAdaGradState  # noqa: E402
-from gradlab.transforms._adadagrad import AdaptiveBatchRun as AdaptiveBatchRun  # noqa: E402
 from gradlab.transforms._adadagrad import adadagrad as adadagrad  # noqa: E402
-from gradlab.transforms._adadagrad import adaptive_batch_training as adaptive_batch_training  # noqa: E402
 from gradlab.transforms._adadagrad import batch_size_tests as batch_size_tests  # noqa: E402
 from gradlab.transforms._adadagrad import scale_by_adadagrad as scale_by_adadagrad  # noqa: E402
+from gradlab.transforms._adaptive_batch import AdaptiveBatchRun as AdaptiveBatchRun  # noqa: E402
+from gradlab.transforms._adaptive_batch import (  # noqa: E402
+    adaptive_batch_training as adaptive_batch_training,
+)
 from gradlab.transforms._adaptive_projective import (  # noqa: E402
     AdaptiveProjectionState as AdaptiveProjectionState,
 )
