@@ -9,7 +9,8 @@ import jax.numpy as jnp
 import optax
 
 from gradlab._src.errors import check_choice, check_int, check_real
-from gradlab.transforms._dicesgd import check_learning_rate, check_stacked_like, require_extra
+from gradlab.transforms._dicesgd import check_learning_rate, check_stacked_like
+from gradlab.transforms._pcgrad import check_per_task_grads
 
 __all__ = [
     "AdaptiveProjectionState",
@@ -251,18 +252,9 @@ def scale_by_adaptive_projection(
 
     def update_fn(updates, state, params=None, *, per_task_grads=None, **extra):
         del params, extra
-        require_extra(
-            per_task_grads,
-            "per_task_grads",
-            f"{where}(...).update",
-            "pass the per-task gradients stacked on a leading task axis",
+        num = check_per_task_grads(
+            per_task_grads, updates, where, num_tasks, f"task_vectors has {num_tasks}"
         )
-        num = check_stacked_like("per_task_grads", per_task_grads, updates)
-        if num != num_tasks:
-            raise ValueError(
-                f"per_task_grads has {num} tasks on its leading axis, but task_vectors has "
-                f"{num_tasks}"
-            )
 
         def leaf(g, u, basis):
             dtype = jnp.promote_types(g.dtype, jnp.float32)

@@ -41,6 +41,27 @@ class PCGradState(NamedTuple):
     key: jax.Array
 
 
+def check_per_task_grads(
+    per_task_grads: Any, updates: Any, where: str, num_tasks: int | None, source: str
+) -> int:
+    """Validate the ``per_task_grads`` extra argument of a multi-task transform's ``update``.
+
+    It must be given, be stacked like ``updates`` on a leading task axis and, when
+    ``num_tasks`` is known, have that many tasks (``source`` names where the number comes
+    from in the error message). Returns the number of tasks.
+    """
+    require_extra(
+        per_task_grads,
+        "per_task_grads",
+        f"{where}(...).update",
+        "pass the per-task gradients stacked on a leading task axis",
+    )
+    num = check_stacked_like("per_task_grads", per_task_grads, updates)
+    if num_tasks is not None and num != num_tasks:
+        raise ValueError(f"per_task_grads has {num} tasks on its leading axis, but {source}")
+    return num
+
+
 def stack_ravel(stacked: Any, dtype: Any) -> jax.Array:
     """Flatten a pytree with a leading axis ``T`` into a ``(T, P)`` matrix of ``dtype``."""
     leaves = jax.tree.leaves(stacked)
@@ -159,17 +180,9 @@ def scale_by_pcgrad(
 
     def update_fn(updates, state, params=None, *, per_task_grads=None, **extra):
         del params, extra
-        require_extra(
-            per_task_grads,
-            "per_task_grads",
-            f"{where}(...).update",
-            "pass the per-task gradients stacked on a leading task axis",
+        num = check_per_task_grads(
+            per_task_grads, updates, where, num_tasks, f"num_tasks={num_tasks}"
         )
-        num = check_stacked_like("per_task_grads", per_task_grads, updates)
-        if num_tasks is not None and num != num_tasks:
-            raise ValueError(
-                f"per_task_grads has {num} tasks on its leading axis, but num_tasks={num_tasks}"
-            )
         dtype = jnp.promote_types(jnp.result_type(*jax.tree.leaves(updates)), jnp.float32)
         flat = stack_ravel(per_task_grads, dtype)
         new_key, order_key = jax.random.split(state.key)
