@@ -23,7 +23,6 @@ __all__ = [
     "eigh_high_precision",
     "fresh_direction",
     "map_rows",
-    "orthogonalize",
     "prepare",
     "reorthogonalize_step",
 ]
@@ -92,21 +91,6 @@ def concrete_is_zero(tree: Any) -> bool | None:
     except (jax.errors.ConcretizationTypeError, jax.errors.TracerArrayConversionError):
         return None
     return not any(np.any(a != 0) for a in arrays)
-
-
-def orthogonalize(basis: jax.Array, w: jax.Array, passes: int = 2) -> tuple[jax.Array, jax.Array]:
-    """Classical Gram-Schmidt of ``w`` against the rows of ``basis``, ``passes`` times.
-
-    Written as ``(Q @ w) @ Q`` so that XLA reads the basis in place (no transpose copy).
-    Returns the orthogonalised vector and the accumulated coefficients ``Q w`` (shape ``(m,)``).
-    Zero rows of ``basis`` contribute nothing, so a partly filled buffer can be passed as is.
-    """
-    coeffs = jnp.zeros(basis.shape[0], w.dtype)
-    for _ in range(passes):
-        c = basis @ w
-        w = w - c @ basis
-        coeffs = coeffs + c
-    return w, coeffs
 
 
 def _filled_pass(basis: jax.Array, w: jax.Array, last: jax.Array) -> tuple[jax.Array, jax.Array]:
@@ -181,12 +165,13 @@ def fresh_direction(basis: jax.Array) -> jax.Array:
     """A unit vector orthogonal to the rows of ``basis`` (orthonormal, fewer rows than columns).
 
     Deterministic: the coordinate vector ``e_j`` least represented in the span of the basis
-    (smallest column norm, at most ``rows / n``), orthogonalised twice against the basis.
+    (smallest column norm, at most ``rows / n``), orthogonalised twice against every row.
     """
     colnorm = jnp.sum(basis * basis, axis=0)
     j = jnp.argmin(colnorm)
     e = jnp.zeros(basis.shape[1], basis.dtype).at[j].set(1.0)
-    e, _ = orthogonalize(basis, e, 2)
+    for _ in range(2):
+        e, _ = _filled_pass(basis, e, basis.shape[0] - 1)
     return e / jnp.linalg.norm(e)
 
 
@@ -286,8 +271,10 @@ def chunked_mean_var(
     return mean, var
 
 
-def map_rows(fn: Callable[[jax.Array], jax.Array], rows: jax.Array, chunk_size: int) -> jax.Array:
-    """``fn`` applied to every row of ``rows`` (vmapped within chunks, scanned across them)."""
+def map_rows(fn: Callable[[Any], Any], rows: Any, chunk_size: int) -> Any:
+    """``fn`` applied to every row of ``rows`` (an array or a pytree of arrays with a common
+    leading axis), vmapped within chunks of ``chunk_size`` and scanned across them."""
     if chunk_size <= 1:  # sequential: no batch-1 vmap (it turns lax.cond into select)
         return lax.map(fn, rows)
-    return lax.map(fn, rows, batch_size=min(chunk_size, rows.shape[0]))
+    num = jax.tree_util.tree_leaves(rows)[0].shape[0]
+    return lax.map(fn, rows, batch_size=min(chunk_size, num))

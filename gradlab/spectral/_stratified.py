@@ -30,6 +30,8 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
+from gradlab.spectral._common import map_rows
+
 __all__ = ["min_stratified_matvecs", "stratified_trace"]
 
 
@@ -69,14 +71,9 @@ def stratified_trace(
         z = jnp.where(mask, jax.random.rademacher(k, (n,), dtype), jnp.zeros((), dtype))
         return jnp.vdot(z, mv(z))
 
-    def evaluate(keys, strata):
-        if chunk_size <= 1:
-            return lax.map(sample, (keys, strata))
-        return lax.map(sample, (keys, strata), batch_size=min(chunk_size, keys.shape[0]))
-
     keys = jax.random.split(key, budget)
     pilot_strata = jnp.repeat(jnp.arange(num_strata, dtype=jnp.int32), pilot)
-    pilot_vals = evaluate(keys[:num_pilot], pilot_strata)
+    pilot_vals = map_rows(sample, (keys[:num_pilot], pilot_strata), chunk_size)
     values, strata = pilot_vals, pilot_strata
     if rest > 0:
         sd = jnp.std(pilot_vals.reshape(num_strata, pilot), axis=1, ddof=1)
@@ -90,7 +87,7 @@ def stratified_trace(
         slots = jnp.arange(rest, dtype=edges.dtype) + 0.5
         rest_strata = jnp.sum(edges[None, :] <= slots[:, None], axis=1).astype(jnp.int32)
         rest_strata = jnp.minimum(rest_strata, num_strata - 1)
-        rest_vals = evaluate(keys[num_pilot:], rest_strata)
+        rest_vals = map_rows(sample, (keys[num_pilot:], rest_strata), chunk_size)
         values = jnp.concatenate([pilot_vals, rest_vals])
         strata = jnp.concatenate([pilot_strata, rest_strata])
     counts = jax.ops.segment_sum(jnp.ones_like(values), strata, num_strata)
