@@ -22,6 +22,7 @@ __all__ = [
     "concrete_is_zero",
     "eigh_high_precision",
     "fresh_direction",
+    "local_step",
     "map_rows",
     "prepare",
     "reorthogonalize_step",
@@ -121,6 +122,22 @@ def _filled_pass(basis: jax.Array, w: jax.Array, last: jax.Array) -> tuple[jax.A
     return lax.fori_loop(0, num_blocks, body, (w, jnp.zeros(m, w.dtype)))
 
 
+def local_step(
+    basis: jax.Array, i: jax.Array, w: jax.Array, prev_coeff: jax.Array
+) -> tuple[jax.Array, jax.Array, jax.Array]:
+    r"""The three-term recurrence step on ``w = A q_i``: ``w - b q_{i-1} - alpha q_i``.
+
+    ``b`` is ``prev_coeff`` (the known off-diagonal :math:`\beta_{i-1}`; zero at ``i = 0``) and
+    :math:`\alpha = q_i^\top (w - b q_{i-1})` is computed after that subtraction (Paige's
+    ordering, the stable one). Returns ``(w, alpha, b)``.
+    """
+    prev = jnp.maximum(i - 1, 0)
+    b = jnp.where(i > 0, prev_coeff, jnp.zeros_like(prev_coeff))
+    w = w - b * basis[prev]
+    alpha = jnp.vdot(basis[i], w)
+    return w - alpha * basis[i], alpha, b
+
+
 def reorthogonalize_step(
     basis: jax.Array, i: jax.Array, w: jax.Array, prev_coeff: jax.Array
 ) -> tuple[jax.Array, jax.Array]:
@@ -142,13 +159,8 @@ def reorthogonalize_step(
     :math:`Q A Q^\top`.
     """
     m = basis.shape[0]
-    prev = jnp.maximum(i - 1, 0)
-    b = jnp.where(i > 0, prev_coeff, jnp.zeros_like(prev_coeff))
-    w = w - b * basis[prev]
-    q = basis[i]
-    alpha = jnp.vdot(q, w)
-    w = w - alpha * q
-    local = jnp.zeros(m, w.dtype).at[prev].add(b).at[i].add(alpha)
+    w, alpha, b = local_step(basis, i, w, prev_coeff)
+    local = jnp.zeros(m, w.dtype).at[jnp.maximum(i - 1, 0)].add(b).at[i].add(alpha)
     norm_in = jnp.linalg.norm(w)
     w, c1 = _filled_pass(basis, w, i)
     heavy = jnp.linalg.norm(w) < DGKS_ETA * norm_in

@@ -15,6 +15,7 @@ from gradlab.spectral._common import (
     BREAKDOWN_RTOL,
     advance_basis,
     concrete_is_zero,
+    local_step,
     prepare,
     reorthogonalize_step,
 )
@@ -144,17 +145,14 @@ def run_lanczos(
 
     def body(i, carry):
         basis, alphas, betas, _, scale, brk = carry
-        q = basis[i]
-        w = mv(q)
+        w = mv(basis[i])
         scale = jnp.maximum(scale, jnp.linalg.norm(w))
-        prev = jnp.maximum(i - 1, 0)
+        beta_prev = betas[jnp.maximum(i - 1, 0)]
         if reorthogonalize:
-            w, coeffs = reorthogonalize_step(basis, i, w, betas[prev])
+            w, coeffs = reorthogonalize_step(basis, i, w, beta_prev)
             alpha = coeffs[i]
         else:
-            alpha = jnp.vdot(q, w)
-            beta_prev = jnp.where(i > 0, betas[prev], 0.0)
-            w = w - alpha * q - beta_prev * basis[prev]
+            w, alpha, _ = local_step(basis, i, w, beta_prev)
         basis, beta, broke = advance_basis(basis, i, w, scale, tol)
         alphas = alphas.at[i].set(alpha)
         betas = betas.at[i].set(beta)
