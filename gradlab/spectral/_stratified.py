@@ -78,7 +78,7 @@ def stratified_trace(
     if rest > 0:
         sd = jnp.std(pilot_vals.reshape(num_strata, pilot), axis=1, ddof=1)
         total = jnp.sum(sd)
-        target = jnp.where(total > 0, budget * sd / jnp.where(total > 0, total, 1.0), 0.0)
+        target = budget * sd / jnp.where(total > 0, total, 1.0)  # all zero when total is
         extra = jnp.maximum(target - pilot, 0.0)
         extra = jnp.where(jnp.sum(extra) > 0, extra, jnp.ones_like(extra))
         # Slot j of the rest goes to the first stratum whose cumulative share exceeds j + 1/2,
