@@ -15,7 +15,7 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-from gradlab import attribution, curvature, ntk, spectral, transforms
+from gradlab import attribution, curvature, landscape, ntk, spectral, transforms
 from gradlab._version import __version__
 
 _LAZY = ("models", "data", "experiments")
@@ -26,6 +26,7 @@ __all__ = [
     "curvature",
     "data",
     "experiments",
+    "landscape",
     "models",
     "ntk",
     "spectral",

@@ -15,6 +15,7 @@ SUBPACKAGES = [
     "ntk",
     "transforms",
     "attribution",
+    "landscape",
     "models",
     "data",
     "experiments",
