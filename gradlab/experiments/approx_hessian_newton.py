@@ -124,14 +124,12 @@ __all__ = [
 METHODS = ("exact", "approx", "gradient")
 
 #: Checks that fail in smoke mode (what CI runs) after a faithful setup: findings, not bugs.
-KNOWN_FAILING = (
-    "logsumexp: approx / exact iterations",
-    "logistic: approx / exact iterations",
-    "logistic: approx / gradient-method iterations",
-)
-#: Checks that fail in full mode (the smoke LogSumExp is smaller and better conditioned for
-#: the approximate method relative to the gradient method).
-KNOWN_FAILING_FULL = (*KNOWN_FAILING, "logsumexp: approx / gradient-method iterations")
+#: None since issue 14 replaced part 1's ratio checks ("approx <= 2x exact", "<= 1/10 of the
+#: gradient method", contradicted by the authors' own code) by fidelity to that code and the
+#: paper's ordering; the ratios are still measured and reported.
+KNOWN_FAILING: tuple[str, ...] = ()
+#: Checks that fail in full mode: none.
+KNOWN_FAILING_FULL: tuple[str, ...] = ()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -155,8 +153,16 @@ class Config:
     cg_max_iters: int = 300
     max_newton_iters: int = 300
     max_gradient_iters: int = 100_000
-    max_approx_over_exact: float = 2.0
-    max_approx_over_gradient: float = 0.1
+    # the authors' notebook LogSumExp instance (fidelity check, issue 14), see configs/
+    ref_seed: int = 3124
+    ref_num_rows: int = 1000
+    ref_dim: int = 1000
+    ref_mu: float = 1.0
+    ref_iters_exact: int = 0
+    ref_iters_approx: int = 0
+    ref_iters_gradient: int = 0
+    ref_gradient_f_tol: float = 1e-2
+    max_ref_rel_diff: float = 0.1
 
 
 # ----------------------------------------------------------------------------- problems
@@ -187,12 +193,24 @@ def _problems(config: Config) -> dict[str, dict[str, Problem]]:
         approx=config.logistic_approx,
         num_samples=config.fisher_num_samples,
     )
+    from gradlab.experiments._grn_reference import reference_lse_problem
+
+    def ref(whiten):
+        return reference_lse_problem(
+            config.ref_seed,
+            num_rows=config.ref_num_rows,
+            dim=config.ref_dim,
+            mu=config.ref_mu,
+            whiten=whiten,
+        )
+
     return {
         "logsumexp": {
             "newton": lse(config.lse_whiten),
             "gradient": lse(config.lse_gradient_whiten),
         },
         "logistic": {"newton": logistic, "gradient": logistic},
+        "reference": {"newton": ref(True), "gradient": ref(False)},
     }
 
 
@@ -229,12 +247,15 @@ def run(config: Config, progress) -> dict:
         with progress(total=len(problems) * len(METHODS), desc="solver runs") as bar:
             for name, variants in problems.items():
                 runs = {}
-                f_tol = config.lse_f_tol if name == "logsumexp" else None
+                f_tol = config.lse_f_tol if name in ("logsumexp", "reference") else None
                 for method in METHODS:
                     kind = "gradient" if method == "gradient" else "newton"
                     problem = variants[kind]
                     if method != "approx":  # "approx" reuses the exact run's compilation
-                        solve = _solver(config, problem, kind, key, f_tol)
+                        tol = f_tol
+                        if name == "reference" and method == "gradient":
+                            tol = config.ref_gradient_f_tol
+                        solve = _solver(config, problem, kind, key, tol)
                     tr = solve(problem.batch, problem.x0, jnp.asarray(method == "exact"))
                     n = int(tr.num_iters)
                     steps, gnorms = _history(np.asarray(tr.grad_norms), n)
@@ -272,17 +293,37 @@ def run(config: Config, progress) -> dict:
 
 
 def checks(config: Config, results: dict) -> list[Check]:
-    """Approximate-Hessian iterations vs exact Newton and vs the gradient method."""
+    """Fidelity to the authors' code on their instance; the paper's ordering on both problems.
+
+    (1) On the notebook's LogSumExp instance each method's iteration count is within
+    ``max_ref_rel_diff`` of the authors' code's (``ref_iters_*``, recorded in the config).
+    (2) On both problems: exact Newton < approximate Newton < gradient method, in iterations
+    (a ratio ``< 1`` for each pair), with both Newton runs converged.
+    """
     out = []
+    ref = results["reference"]["runs"]
+    for method in METHODS:
+        theirs = getattr(config, f"ref_iters_{method}")
+        ours = ref[method]["iterations"] if ref[method]["converged"] else float("nan")
+        out.append(
+            check(
+                f"authors' instance: |{method} iterations - authors' code's ({theirs})| / {theirs}",
+                abs(ours - theirs) / max(theirs, 1),
+                "<=",
+                config.max_ref_rel_diff,
+            )
+        )
     for name in ("logsumexp", "logistic"):
         r = results[name]
-        conv = float(r["all_converged"])
+        runs = r["runs"]
+        exact, approx, grad = (runs[m]["iterations"] for m in METHODS)
         out += [
-            check(f"{name}: Newton runs converged (exact and approx)", conv, ">=", 1.0),
-            check(f"{name}: approx / exact iterations", r["approx_over_exact"], "<=",
-                  config.max_approx_over_exact),
-            check(f"{name}: approx / gradient-method iterations", r["approx_over_gradient"],
-                  "<=", config.max_approx_over_gradient),
+            check(f"{name}: Newton runs converged (exact and approx)", float(r["all_converged"]),
+                  ">=", 1.0),
+            check(f"{name}: exact / approx iterations (exact Newton faster)", exact / approx,
+                  "<", 1.0),
+            check(f"{name}: approx / gradient-method iterations (approx faster)", approx / grad,
+                  "<", 1.0),
         ]  # fmt: skip
     return out
 

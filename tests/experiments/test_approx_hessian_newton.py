@@ -4,6 +4,7 @@ implementation of the same algorithms (the full run is the notebook's smoke test
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 
 import jax
@@ -219,30 +220,73 @@ def test_gradient_method_matches_numpy_reference(x64):
     np.testing.assert_allclose(tr.x, x, atol=1e-9)
 
 
-def _results(ratios):
+def _results(iters, ref=(35, 94, 1000), ref_converged=True):
+    """Results as ``run`` returns them: ``iters`` = (exact, approx, gradient, converged) for
+    logsumexp and logistic; ``ref`` = gradlab's counts on the authors' instance."""
     out = {}
-    for name, (r_exact, r_grad, conv) in zip(("logsumexp", "logistic"), ratios, strict=True):
+    for name, (exact, approx, grad, conv) in zip(("logsumexp", "logistic"), iters, strict=True):
+        runs = {"exact": exact, "approx": approx, "gradient": grad}
         out[name] = {
-            "approx_over_exact": r_exact,
-            "approx_over_gradient": r_grad,
+            "runs": {m: {"iterations": n, "converged": True} for m, n in runs.items()},
             "all_converged": conv,
         }
+    out["reference"] = {
+        "runs": {
+            m: {"iterations": n, "converged": ref_converged}
+            for m, n in zip(("exact", "approx", "gradient"), ref, strict=True)
+        }
+    }
     return out
 
 
 def test_checks_pass_and_fail_on_the_right_values():
-    cfg = Config()
-    good = checks(cfg, _results([(1.5, 0.05, True), (2.0, 0.1, True)]))
-    assert all(c.passed for c in good) and len(good) == 6
-    bad = checks(cfg, _results([(2.5, 0.05, True), (1.0, 0.2, False)]))
-    assert [c.passed for c in bad] == [True, False, True, False, True, False]
+    cfg = dataclasses.replace(
+        Config(), ref_iters_exact=35, ref_iters_approx=94, ref_iters_gradient=1000
+    )
+    good = checks(cfg, _results([(32, 227, 1613, True), (9, 34, 324, True)], ref=(37, 86, 1099)))
+    assert all(c.passed for c in good) and len(good) == 9
+    # 10% off the authors' counts fails (one over, one under); exact >= approx and
+    # approx >= gradient fail; non-convergence fails
+    bad = checks(cfg, _results([(40, 40, 1613, True), (9, 400, 324, False)], ref=(35, 84, 1101)))
+    assert [c.passed for c in bad] == [True, False, False, True, False, True, False, True, False]
+    unconverged = checks(cfg, _results([(1, 2, 3, True)] * 2, ref_converged=False))
+    assert not any(c.passed for c in unconverged[:3])
 
 
 def test_known_failing_names_real_checks():
     from gradlab.experiments.approx_hessian_newton import KNOWN_FAILING, KNOWN_FAILING_FULL
 
-    names = {c.name for c in checks(Config(), _results([(1.0, 0.05, True)] * 2))}
+    names = {c.name for c in checks(Config(), _results([(1, 2, 3, True)] * 2))}
     assert set(KNOWN_FAILING) <= set(KNOWN_FAILING_FULL) <= names
+
+
+def test_reference_instance_is_the_authors_data_and_metric(x64):
+    from gradlab.experiments._grn_reference import reference_lse_data, reference_lse_problem
+
+    seed, m, n, mu = 3124, 12, 4, 0.7
+    a0, b0 = reference_lse_data(seed, num_rows=m, dim=n)
+    np.random.seed(seed)  # the notebook's own lines
+    a_nb = np.random.rand(n, m) * 2 - 1
+    b_nb = np.random.rand(m) * 2 - 1
+    np.testing.assert_array_equal(a0, a_nb.T)
+    np.testing.assert_array_equal(b0, b_nb)
+    plain = reference_lse_problem(seed, num_rows=m, dim=n, mu=mu, whiten=False)
+    white = reference_lse_problem(seed, num_rows=m, dim=n, mu=mu, whiten=True)
+    # zero-shifted oracle: A_new = A - grad f_A(0), so grad f(0) = 0 and f* = f(0)
+    pi = np.exp(-b0 / mu) / np.exp(-b0 / mu).sum()
+    np.testing.assert_allclose(plain.batch[0], a0 - (a0.T @ pi)[None, :], atol=1e-14)
+    np.testing.assert_allclose(plain.x0, np.ones(n))
+    assert plain.f_star == pytest.approx(mu * np.log(np.exp(-b0 / mu).sum()), rel=1e-13)
+    # the Newton runs use the norm of B = A A^T (notebook) = a0^T a0: whitened x = R^{-1} y
+    # (x = R^{-1} y with R^T R = B: ||x||_B = ||y||, f_white(R x) = f_plain(x), y0 = R 1)
+    rw = np.linalg.qr(a0, mode="r")
+    np.testing.assert_allclose(rw.T @ rw, a_nb @ a_nb.T, atol=1e-12)
+    np.testing.assert_allclose(white.x0, rw @ np.ones(n), atol=1e-12)
+    v = jnp.array([0.3, -1.0, 0.2, 0.5])
+    assert float(white.loss_fn(rw @ v, white.batch)) == pytest.approx(
+        float(plain.loss_fn(v, plain.batch)), rel=1e-12
+    )
+    assert white.f_star == pytest.approx(plain.f_star, rel=1e-13)
 
 
 @pytest.mark.parametrize("solver", ["newton", "gradient"])
