@@ -16,8 +16,21 @@ For widths 64..2048 and several seeds this experiment measures, on the training 
   full-batch GD on :math:`f^*(x) = x_1 x_2`, which falls like :math:`n^{-1}` (the leading
   change of the NTK under training is of order :math:`1/n`; Dyer & Gur-Ari 2019, Huang & Yau
   2019);
+- the distance between what each trained network computes and what kernel gradient descent
+  with the *limiting* NTK predicts for it (the paper's claim, Jacot et al. Theorem 2: in the
+  infinite-width limit the network follows kernel gradient descent with :math:`\Theta_\infty`).
+  For every trained net, :func:`gradlab.ntk.gradient_descent_mse` on :math:`\Theta_\infty`
+  predicts the outputs on ``num_test = 64`` held-out unit-circle inputs (midway between the
+  ``num_train`` training angles' grid of 64) after the same ``num_steps`` steps, starting from
+  *that network's own* initial function :math:`f_0` on the training and held-out inputs. The
+  relative RMS distance :math:`\|f_T(x_{test}) - \hat f_T(x_{test})\| /
+  \|\hat f_T(x_{test})\|`, averaged over the ``num_loss_seeds`` nets, falls with width with a
+  log-log slope near :math:`-1/2`: with :math:`f_0` shared, what is left is the kernel's own
+  error at initialisation (:math:`n^{-1/2}`) and its drift (:math:`n^{-1}`). The prediction is
+  gradient *flow*; with :math:`\eta = 1` the discretisation error of 200 GD steps is far below
+  the measured distances.
 - the final training losses, compared across widths by the ratio of the largest to the
-  smallest mean over seeds. The final loss depends on the function at initialisation, a
+  smallest mean over seeds (reported, no longer a check; see below). The final loss depends on the function at initialisation, a
   Gaussian-process sample whose variance does not shrink with width, so it varies 3-8x from
   seed to seed; a mean over the 4 kernel seeds is too noisy for a 2x band. The losses are
   therefore averaged over ``num_loss_seeds = 24`` trained nets per width (the first
@@ -29,8 +42,9 @@ For widths 64..2048 and several seeds this experiment measures, on the training 
   ``n >= (0.88^2 + 0.39^2) / 0.2^2 = 23.2``. Each width's mean comes with its standard error,
   and the ratio with its delta-method relative standard error.
 
-  With the noise down the check still fails (:data:`KNOWN_FAILING`), now for a real reason:
-  the mean final loss falls with width (log-log slope -0.35), from 6.2e-4 +- 1.0e-4 at width
+  Part 1 checked this ratio against 2; with the noise down it fails for a real reason, and
+  issue 14 replaced that check by the function-space distance above (the paper's actual
+  claim). The finding stays in the results and the notebook: the mean final loss falls with width (log-log slope -0.35), from 6.2e-4 +- 1.0e-4 at width
   64 to 2.0e-4 +- 0.15e-4 at width 2048, a ratio of 3.1 +- 17% (2.6 standard errors above
   2 on the log scale; the pilot's independent seeds gave 2.7). The narrow nets (64, 128),
   whose kernels move by 17-27% in training, train more slowly than the kernel limit; widths
@@ -61,6 +75,8 @@ __all__ = [
     "KNOWN_FAILING",
     "Config",
     "checks",
+    "function_distance",
+    "held_out_inputs",
     "kernel_stats",
     "linearised_loss",
     "plot",
@@ -69,9 +85,9 @@ __all__ = [
 ]
 
 
-#: Checks that fail (smoke and full mode) after a faithful setup: findings, not bugs. With 24
-#: seeds per width the final loss shows a real width trend (narrow nets train more slowly).
-KNOWN_FAILING = ("max / min final loss across widths",)
+#: Checks that fail after a faithful setup: findings, not bugs. None: the final-loss ratio
+#: (a real width trend, narrow nets train more slowly) is now a reported value (issue 14).
+KNOWN_FAILING: tuple[str, ...] = ()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -84,6 +100,7 @@ class Config:
     num_seeds: int = 4
     num_loss_seeds: int = 24
     num_train: int = 16
+    num_test: int = 64
     weight_std: float = 1.0
     bias_std: float = 0.1
     learning_rate: float = 1.0
@@ -91,7 +108,8 @@ class Config:
     init_error_slope_range: tuple[float, float] = (-0.7, -0.3)
     drift_slope_range: tuple[float, float] = (-1.3, -0.7)
     max_drift_widest: float = 0.03
-    max_final_loss_ratio: float = 2.0
+    function_distance_slope_range: tuple[float, float] = (-0.8, -0.3)
+    max_function_distance_widest: float = 0.15
 
 
 def target(x: jax.Array) -> jax.Array:
@@ -104,6 +122,49 @@ def target(x: jax.Array) -> jax.Array:
         [[0.48000001907348633]]
     """
     return (x[:, 0] * x[:, 1])[:, None]
+
+
+def held_out_inputs(num_test: int) -> jax.Array:
+    """``num_test`` unit-circle inputs at the angles ``(k + 1/2) 2 pi / num_test``, shape ``(M, 2)``.
+
+    Half a grid step off :func:`gradlab.data.unit_circle`'s angles, so when ``num_test`` is a
+    multiple of the number of training points none of them is a training input.
+
+    Examples:
+        >>> import numpy as np
+        >>> from gradlab.experiments.ntk_width import held_out_inputs
+        >>> x = held_out_inputs(4)
+        >>> np.round(np.degrees(np.arctan2(x[:, 1], x[:, 0])), 3).tolist()
+        [45.0, 135.0, -135.0, -45.0]
+    """
+    angles = (jnp.arange(num_test, dtype=jnp.float32) + 0.5) * (2 * jnp.pi / num_test)
+    return jnp.stack([jnp.cos(angles), jnp.sin(angles)], axis=1)
+
+
+def function_distance(
+    f0_train, f0_test, ft_test, ntk_train, ntk_test_train, y, *, learning_rate, num_steps
+) -> jax.Array:
+    r"""Relative RMS distance between trained outputs and the limiting-NTK prediction.
+
+    :math:`\hat f_T = ` :func:`gradlab.ntk.gradient_descent_mse` ``(ntk_train, y)`` at time
+    ``num_steps`` from the network's own initial outputs ``(f0_train, f0_test)``; returns
+    :math:`\|f_T - \hat f_T\|_2 / \|\hat f_T\|_2` on the held-out inputs (an RMS ratio).
+
+    Examples:
+        >>> import jax.numpy as jnp
+        >>> from gradlab.experiments.ntk_width import function_distance
+        >>> k, y = jnp.eye(2), jnp.zeros((2, 1))
+        >>> f0 = jnp.ones((2, 1))  # t = 0: the prediction is the initial function itself
+        >>> float(function_distance(f0, f0, 2 * f0, k, k, y, learning_rate=1.0, num_steps=0))
+        1.0
+    """
+    from gradlab.ntk import gradient_descent_mse
+
+    predict = gradient_descent_mse(ntk_train, y, learning_rate=learning_rate)
+    _, pred_test = predict(
+        num_steps, fx_train_0=f0_train, fx_test_0=f0_test, k_test_train=ntk_test_train
+    )
+    return _rel(ft_test, pred_test.reshape(ft_test.shape))
 
 
 def _rel(a: jax.Array, b: jax.Array) -> jax.Array:
@@ -167,6 +228,11 @@ def _net(key, x, width: int, config: Config):
     return params, apply_fn, loss_fn
 
 
+def _outputs(apply_fn, params, trained, x, x_test):
+    """``(f_0(x), f_0(x_test), f_T(x_test))``: the net's function before and after training."""
+    return apply_fn(params, x), apply_fn(params, x_test), apply_fn(trained, x_test)
+
+
 def _train(params, loss_fn, x, config: Config):
     """GD from ``params``: trained params and the losses before each step and at the end."""
     from gradlab.experiments._common import gd_train
@@ -183,26 +249,32 @@ def _train(params, loss_fn, x, config: Config):
 
 
 @functools.partial(jax.jit, static_argnames=("width", "config"))
-def _width_run(keys, x, *, width: int, config: Config):
-    """Init, NTK, GD training and NTK again, one seed after another, for one width."""
+def _width_run(keys, x, x_test, *, width: int, config: Config):
+    """Init, NTK, GD training and NTK again, one seed after another, for one width.
+
+    Returns ``(theta0, theta_t, losses, outputs)`` with ``outputs = (f_0(x), f_0(x_test),
+    f_T(x_test))``, each with a leading seed axis.
+    """
     from gradlab.ntk import empirical_ntk
 
     def one(key):
         params, apply_fn, loss_fn = _net(key, x, width, config)
         theta0 = empirical_ntk(apply_fn, params, x)
         trained, losses = _train(params, loss_fn, x, config)
-        return theta0, empirical_ntk(apply_fn, trained, x), losses
+        outputs = _outputs(apply_fn, params, trained, x, x_test)
+        return theta0, empirical_ntk(apply_fn, trained, x), losses, outputs
 
     return jax.lax.map(one, keys)  # sequential: one wide net in memory at a time
 
 
 @functools.partial(jax.jit, static_argnames=("width", "config"))
-def _loss_run(keys, x, *, width: int, config: Config):
-    """Init and GD training only (no kernels), one seed after another: the loss curves."""
+def _loss_run(keys, x, x_test, *, width: int, config: Config):
+    """Init and GD training only (no kernels), one seed after another: ``(losses, outputs)``."""
 
     def one(key):
-        params, _, loss_fn = _net(key, x, width, config)
-        return _train(params, loss_fn, x, config)[1]
+        params, apply_fn, loss_fn = _net(key, x, width, config)
+        trained, losses = _train(params, loss_fn, x, config)
+        return losses, _outputs(apply_fn, params, trained, x, x_test)
 
     return jax.lax.map(one, keys)
 
@@ -219,22 +291,45 @@ def run(config: Config, progress) -> dict:
             f"{config.num_loss_seeds}"
         )
     x = unit_circle(config.num_train)
-    limit = infinite_mlp(
+    x_test = held_out_inputs(config.num_test)
+    kernel_fn = infinite_mlp(
         config.depth, activation="relu", weight_std=config.weight_std, bias_std=config.bias_std
-    )(x)
+    )
+    limit = kernel_fn(x)
     theta_inf = limit.ntk
+    theta_inf_test = kernel_fn(x_test, x).ntk
+    distance = jax.jit(
+        jax.vmap(
+            lambda f0, f0_test, ft_test: function_distance(
+                f0,
+                f0_test,
+                ft_test,
+                theta_inf,
+                theta_inf_test,
+                target(x),
+                learning_rate=config.learning_rate,
+                num_steps=config.num_steps,
+            )
+        )
+    )
     key = jax.random.key(config.seed)
     per_width = []
     with progress(total=len(config.widths), desc="widths") as bar:
         for i, width in enumerate(config.widths):
             # nets 0..num_seeds-1 give the kernels and losses; the rest only losses
             keys = jax.random.split(jax.random.fold_in(key, i), config.num_loss_seeds)
-            theta0, theta_t, losses = _width_run(
-                keys[: config.num_seeds], x, width=width, config=config
+            theta0, theta_t, losses, outputs = _width_run(
+                keys[: config.num_seeds], x, x_test, width=width, config=config
             )
             if config.num_loss_seeds > config.num_seeds:
-                more = _loss_run(keys[config.num_seeds :], x, width=width, config=config)
+                more, more_out = _loss_run(
+                    keys[config.num_seeds :], x, x_test, width=width, config=config
+                )
                 losses = jnp.concatenate([losses, more])
+                outputs = jax.tree_util.tree_map(
+                    lambda a, b: jnp.concatenate([a, b]), outputs, more_out
+                )
+            dists = np.asarray(distance(*outputs), np.float64)
             errs, drifts = jax.vmap(kernel_stats, in_axes=(0, 0, None))(theta0, theta_t, theta_inf)
             losses = np.asarray(losses, np.float64)
             final = losses[:, -1]
@@ -245,6 +340,9 @@ def run(config: Config, progress) -> dict:
                     "drift": np.asarray(drifts).tolist(),
                     "init_error_mean": float(np.mean(errs)),
                     "drift_mean": float(np.mean(drifts)),
+                    "function_distance": dists.tolist(),
+                    "function_distance_mean": float(dists.mean()),
+                    "function_distance_sem": _sem(dists),
                     "final_loss": final.tolist(),
                     "final_loss_mean": float(final.mean()),
                     "final_loss_sem": _sem(final),
@@ -271,6 +369,10 @@ def run(config: Config, progress) -> dict:
         "init_error_slope": loglog_slope(widths, [w["init_error_mean"] for w in per_width]),
         "drift_slope": loglog_slope(widths, [w["drift_mean"] for w in per_width]),
         "drift_widest": per_width[-1]["drift_mean"],
+        "function_distance_slope": loglog_slope(
+            widths, [w["function_distance_mean"] for w in per_width]
+        ),
+        "function_distance_widest": per_width[-1]["function_distance_mean"],
         "final_loss_ratio": float(finals[hi] / finals[lo]),
         # delta method: relative standard error of a ratio of two independent means
         "final_loss_ratio_rel_se": float(np.hypot(sems[hi] / finals[hi], sems[lo] / finals[lo])),
@@ -295,7 +397,7 @@ def _sem(values: np.ndarray) -> float:
 
 
 def checks(config: Config, results: dict) -> list[Check]:
-    """Slopes of the init error and the drift, drift at the widest net, spread of final losses."""
+    """Slopes of the init error and drift, drift at the widest net, distance to the NTK prediction."""
     return [
         check(
             "log-log slope of ||Theta_0 - Theta_inf|| / ||Theta_inf|| vs width",
@@ -316,10 +418,16 @@ def checks(config: Config, results: dict) -> list[Check]:
             config.max_drift_widest,
         ),
         check(
-            "max / min final loss across widths",
-            results["final_loss_ratio"],
+            "log-log slope of the distance to the limiting-NTK prediction vs width",
+            results["function_distance_slope"],
+            "in",
+            tuple(config.function_distance_slope_range),
+        ),
+        check(
+            f"relative RMS distance to the limiting-NTK prediction at width {max(config.widths)}",
+            results["function_distance_widest"],
             "<=",
-            config.max_final_loss_ratio,
+            config.max_function_distance_widest,
         ),
     ]
 
@@ -335,6 +443,11 @@ def plot(config: Config, results: dict):
     for name, label, slope in (
         ("init_error", "||Theta_0 - Theta_inf|| / ||Theta_inf||", results["init_error_slope"]),
         ("drift", "||Theta_T - Theta_0|| / ||Theta_0||", results["drift_slope"]),
+        (
+            "function_distance",
+            "||f_T - f_T^NTK|| / ||f_T^NTK|| (held out)",
+            results["function_distance_slope"],
+        ),
     ):
         vals = np.array([w[name] for w in per_width])
         ax.plot(np.repeat(widths, vals.shape[1]), vals.ravel(), ".", alpha=0.35)
@@ -343,8 +456,8 @@ def plot(config: Config, results: dict):
         xscale="log",
         yscale="log",
         xlabel="width",
-        ylabel="relative Frobenius norm",
-        title="NTK: error at init and drift in training",
+        ylabel="relative distance (Frobenius / RMS)",
+        title="NTK error at init, drift, distance to kernel GD",
     )
     ax.legend(fontsize=8)
 
@@ -387,13 +500,6 @@ def plot(config: Config, results: dict):
         ls="--",
         lw=1,
         label="infinite-width linearised net",
-    )
-    ax.axhline(
-        means.min() * config.max_final_loss_ratio,
-        color="k",
-        ls=":",
-        lw=1,
-        label=f"{config.max_final_loss_ratio:g} x smallest mean",
     )
     ax.set(
         xscale="log",
