@@ -41,15 +41,16 @@
 # float64. On identical data the authors' code and this one count the same iterations (see
 # below).
 #
-# **Known failing checks:** the issue's "approximate iterations <= 2x exact" fails on both
-# problems (7.09 and 3.78), and the authors' own code fails it too, on the issue's setup
-# (4.1-5.8x) and on their own notebook's setup (2.69x): it is contradicted by the method,
-# not by this implementation. "Approximate iterations <= 1/10 of the gradient method's"
-# fails on logistic regression (0.105) and, in full mode only, on LogSumExp (0.141; this
-# ratio depends on the random instance). They are listed in `KNOWN_FAILING` (smoke) and
-# `KNOWN_FAILING_FULL` of `gradlab.experiments.approx_hessian_newton`; this notebook asserts
-# that every other check passes, and explains the failures below.
-# `gradlab reproduce approx_hessian_newton` still exits non-zero.
+# **Acceptance (issue 14).** Part 1's checks "approximate iterations <= 2x exact" and
+# "<= 1/10 of the gradient method's" were contradicted by the authors' own code (4-6x on the
+# issue's setup, 2.69x in their own figure; see below) and are replaced by (1) *fidelity*: on
+# the authors' notebook LogSumExp instance, rebuilt bit for bit ($m = n = 1000$, $\mu = 1$,
+# `np.random.seed(3124)`), gradlab's iteration counts for exact Newton, approximate Newton and
+# the gradient method are within 10% of those of their code (epfml/grad-norm-smooth at commit
+# 9f4ca00029f0b17fb9d48eb393d77bc8af153edc), recorded in `configs/approx_hessian_newton.yaml`;
+# and (2) the paper's *ordering* on both problems: exact Newton < approximate Newton <
+# gradient method. The ratios are still measured and reported. `KNOWN_FAILING` is empty and
+# `gradlab reproduce approx_hessian_newton` exits 0.
 
 # %%
 import os
@@ -97,7 +98,22 @@ assert not unexpected, f"acceptance checks failed: {unexpected}"
 # the margins weights by $\sigma(z_i)$ whatever the label and depends on how the logits are
 # parameterised; that variant, which we tried first, did not converge in 300 iterations.)
 #
-# ## Why the checks fail: the authors' own code says the same
+# ## Fidelity: the authors' code on their own instance
+#
+# `gradlab/experiments/_grn_reference.py` rebuilds the notebook's instance (cells 5-7 of
+# `notebooks/examples.ipynb`): the same NumPy random stream, the same zero shift of the rows,
+# $x_0 = \mathbf 1$, Newton in the norm of $B = A A^\top$ of the *unshifted* $A$, the gradient
+# method with `B=None`. Their code, run unchanged on it, takes 35 (exact) and 94 (weighted
+# Gauss-Newton) iterations to $f - f^\star < 10^{-8}$, as in their figure. Their gradient method
+# has no stopping rule and the notebook stops it at 1,000 iterations, where
+# $f - f^\star = 2.2 \cdot 10^{-3}$; continued to 20,000 iterations it is still at
+# $1.5 \cdot 10^{-5}$ (sublinear: $10^{-1}$ at 173, $10^{-2}$ at 445, $10^{-3}$ at 1,597), so its
+# count is taken at $f - f^\star < 10^{-2}$, the smallest power of ten it reaches within the
+# notebook's own budget (chosen from their run alone): 445. gradlab counts 35 / 94 / 445 on the
+# same instance. Smoke mode uses the same protocol at $m = 500$, $n = 100$, $\mu = 1$, where
+# their gradient method reaches $10^{-8}$: 11 / 17 / 34 for both codes.
+#
+# ## Part 1's ratio checks: the authors' own code contradicts them
 #
 # We ran the authors' NumPy code (github.com/epfml/grad-norm-smooth at 9f4ca00:
 # `grad_norm_smooth` with dense Cholesky, `approx_hess_fn_logsumexp`, `gradient_method`,
@@ -109,7 +125,7 @@ assert not unexpected, f"acceptance checks failed: {unexpected}"
 # | issue: $m = 500$, $n = 100$, $\mu = 0.1$, seed 3124 | 36 | 146 | 2,455 | 4.06 | 0.059 |
 # | same, seed 0 | 44 | 257 | 3,555 | 5.84 | 0.072 |
 # | same, seed 1 | 43 | 230 | 3,876 | 5.35 | 0.059 |
-# | their notebook: $m = n = 1000$, $\mu = 1$, seed 3124 | 35 | 94 | > 1,000 | 2.69 | < 0.094 |
+# | their notebook: $m = n = 1000$, $\mu = 1$, seed 3124 | 35 | 94 | > 20,000 (445 to $10^{-2}$) | 2.69 | |
 # | issue sizes with $\mu = 1$, seed 3124 | 11 | 17 | 34 | 1.55 | 0.50 |
 #
 # This module on the same three issue-setup matrices counts 37 / 148 / 2,455,
@@ -125,8 +141,8 @@ assert not unexpected, f"acceptance checks failed: {unexpected}"
 # is at the unfavourable end; we did not switch instances after seeing this. On logistic
 # regression the approximation's excess curvature on misfit examples costs 3.8x exact Newton
 # and leaves it at 0.105 of the gradient method. Exact Newton itself is 50x (LogSumExp) and
-# 36x (logistic) faster than the gradient method. We keep the issue's thresholds and report
-# the checks as failing.
+# 36x (logistic) faster than the gradient method. Issue 14 therefore replaced those two
+# checks by the fidelity and ordering checks above; the ratios stay reported values.
 
 # %%
 from gradlab.experiments.approx_hessian_newton import EXPERIMENT
@@ -135,7 +151,7 @@ fig = EXPERIMENT.plot(result.config, result.results)
 fig
 
 # %%
-for name in ("logsumexp", "logistic"):
+for name in ("reference", "logsumexp", "logistic"):
     for method, r in result.results[name]["runs"].items():
         print(
             f"{name:>9} {method:>8}: {r['iterations']:>6} iterations "
@@ -146,18 +162,22 @@ for name in ("logsumexp", "logistic"):
 # %% [markdown]
 # ## Measured values (full mode, 2-core CPU)
 #
-# Full mode took 10-17 s on the shared 2-core machine (about 10 s of CPU time). Iterations to
-# $f - f^\star \le 10^{-8}$ (LogSumExp) and to $\|\nabla f\| \le 10^{-6} \|\nabla f(x_0)\|$
-# (logistic regression):
+# Full mode took 287 s wall and 31 s of CPU time, measured with load average 19 on the shared
+# 2-core machine (the 1000 x 1000 reference instance is most of it); smoke mode 134 s wall,
+# 18 s CPU, under the same load. Iterations to $f - f^\star \le 10^{-8}$ (LogSumExp; the
+# gradient method on the reference instance: $10^{-2}$) and to
+# $\|\nabla f\| \le 10^{-6} \|\nabla f(x_0)\|$ (logistic regression):
 #
 # | problem | exact Newton | approximate Newton | gradient method |
 # |---|---:|---:|---:|
-# | LogSumExp (weighted Gauss-Newton) | 32 | 227 | 1,613 |
+# | authors' notebook instance: gradlab / their code | 35 / 35 | 94 / 94 | 445 / 445 |
+# | LogSumExp, issue size (weighted Gauss-Newton) | 32 | 227 | 1,613 |
 # | logistic regression (weighted Gauss-Newton) | 9 | 34 | 324 |
 #
-# Checks: approx/exact 7.09 (LogSumExp) and 3.78 (logistic), required <= 2: **FAIL**
-# (known); approx/gradient 0.141 and 0.105, required <= 0.1: **FAIL** (known); both Newton
-# variants converged on both problems: PASS. Smoke mode ($m = 200$, $n = 40$): LogSumExp
-# 24 / 104 / 2,488 iterations (approx/exact 4.33 FAIL, approx/gradient 0.042 PASS);
-# logistic as in full mode. With the Monte-Carlo Fisher (`logistic_approx=fisher`) logistic
-# regression took 9 / 50 / 324 (5.56 and 0.154).
+# Checks (full): fidelity, relative differences 0, 0, 0 (<= 0.1, PASS); ordering exact /
+# approx 0.141 and 0.265, approx / gradient 0.141 and 0.105 (< 1, PASS); Newton runs converged
+# (PASS). Reported ratios: approx / exact 7.09 (LogSumExp) and 3.78 (logistic), approx /
+# gradient 0.141 and 0.105. Smoke mode (LogSumExp $m = 200$, $n = 40$; reference instance
+# $m = 500$, $n = 100$, $\mu = 1$): LogSumExp 24 / 104 / 2,488, reference 11 / 17 / 34
+# (theirs 11 / 17 / 34), logistic as in full mode; 9/9 checks pass. With the Monte-Carlo
+# Fisher (`logistic_approx=fisher`) logistic regression took 9 / 50 / 324 (5.56 and 0.154).
