@@ -109,3 +109,16 @@ _B_NAMES: list[str] = [
 # --- end transforms-B ---
 
 __all__ = [*_A_NAMES, *_B_NAMES]
+
+# --- transforms-D (part 2: Sven, softmax radius, GRN, Hessian alignment) ---
+from gradlab.transforms._softmax_radius import SoftmaxRadiusState as SoftmaxRadiusState  # noqa: E402
+from gradlab.transforms._softmax_radius import scale_by_softmax_radius as scale_by_softmax_radius  # noqa: E402
+from gradlab.transforms._softmax_radius import softmax_radius as softmax_radius  # noqa: E402
+
+_D_NAMES: list[str] = [
+    "SoftmaxRadiusState",
+    "scale_by_softmax_radius",
+    "softmax_radius",
+]
+__all__ += _D_NAMES
+# --- end transforms-D ---

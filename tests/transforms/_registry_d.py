@@ -1,0 +1,42 @@
+"""transforms-D's rows (part 2: Sven, softmax radius, GRN); see ``_registry.py`` for the fields."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+from gradlab import transforms as gt
+from tests.transforms._row import Ctx, Row
+
+
+def _flat(params) -> jax.Array:
+    return jnp.concatenate([jnp.ravel(x).astype(jnp.float32) for x in jax.tree.leaves(params)])
+
+
+def _stand_in_logits(params) -> jax.Array:
+    """(3, 4) logits, a fixed linear map of the flattened params (any problem size)."""
+    flat = _flat(params)
+    m = jax.random.normal(jax.random.key(3), (12, flat.shape[0]), jnp.float32)
+    return (m @ flat).reshape(3, 4)
+
+
+def _logits(ctx: Ctx) -> dict:
+    # The suite's problems are not classification problems: the radius is measured on stand-in
+    # logits linear in the params (the cap binds on the first two quadratic steps: 0.70, 0.91).
+    return {"logits_fn": _stand_in_logits}
+
+
+ROWS_D: list[Row] = [
+    Row(
+        name="softmax-radius",
+        factory=gt.softmax_radius,
+        learning_rate=0.1,
+        kwargs={"ratio": 1.0},
+        extra_args_fn=_logits,
+        required_extra_args=("logits_fn",),
+        rosenbrock_learning_rate=1e-3,
+        rosenbrock_steps=2000,
+        quadratic_tol=1e-3,
+        rosenbrock_tol=0.1,
+    ),
+]
