@@ -26,6 +26,16 @@ def _logits(ctx: Ctx) -> dict:
     return {"logits_fn": _stand_in_logits}
 
 
+def _obj(ctx: Ctx) -> dict:
+    return {"obj_fn": ctx.obj_fn}
+
+
+def _obj_and_logits(ctx: Ctx) -> dict:
+    return {"obj_fn": ctx.obj_fn, "logits_fn": _stand_in_logits}
+
+
+_GRN_STATIC = ("curvature", "max_search", "cg_max_iters", "num_samples", "key")
+
 ROWS_D: list[Row] = [
     Row(
         name="softmax-radius",
@@ -38,5 +48,34 @@ ROWS_D: list[Row] = [
         rosenbrock_steps=2000,
         quadratic_tol=1e-3,
         rosenbrock_tol=0.1,
+    ),
+    # Unit steps (the paper's method): the adaptive gamma does the step-size control.
+    Row(
+        name="grn-hessian",
+        factory=gt.grn,
+        learning_rate=1.0,
+        kwargs={"gamma0": 1.0, "cg_tol": 1e-4},
+        static_hparams=_GRN_STATIC,
+        extra_args_fn=_obj,
+        required_extra_args=("obj_fn",),
+        quadratic_steps=30,
+        rosenbrock_steps=100,
+        quadratic_tol=1e-6,
+        rosenbrock_tol=1e-3,
+    ),
+    # The Monte-Carlo Fisher of stand-in logits is not the problem's curvature: GRN is then a
+    # preconditioned gradient method whose adaptive gamma still guarantees descent.
+    Row(
+        name="grn-fisher",
+        factory=gt.grn,
+        learning_rate=1.0,
+        kwargs={"curvature": "fisher", "key": jax.random.key(0)},
+        static_hparams=_GRN_STATIC,
+        extra_args_fn=_obj_and_logits,
+        required_extra_args=("obj_fn", "logits_fn"),
+        quadratic_steps=50,
+        rosenbrock_steps=300,
+        quadratic_tol=1e-6,
+        rosenbrock_tol=0.03,
     ),
 ]
