@@ -119,6 +119,9 @@ from gradlab.transforms._grn import scale_by_grn as scale_by_grn  # noqa: E402
 from gradlab.transforms._softmax_radius import SoftmaxRadiusState as SoftmaxRadiusState  # noqa: E402
 from gradlab.transforms._softmax_radius import scale_by_softmax_radius as scale_by_softmax_radius  # noqa: E402
 from gradlab.transforms._softmax_radius import softmax_radius as softmax_radius  # noqa: E402
+from gradlab.transforms._sven import SvenState as SvenState  # noqa: E402
+from gradlab.transforms._sven import scale_by_sven as scale_by_sven  # noqa: E402
+from gradlab.transforms._sven import sven as sven  # noqa: E402
 
 _D_NAMES: list[str] = [
     "GRNSearch",
@@ -129,6 +132,9 @@ _D_NAMES: list[str] = [
     "SoftmaxRadiusState",
     "scale_by_softmax_radius",
     "softmax_radius",
+    "SvenState",
+    "scale_by_sven",
+    "sven",
 ]
 __all__ += _D_NAMES
 # --- end transforms-D ---
