@@ -136,7 +136,9 @@ def scale_by_sven(
             ``update`` is first traced, where ``m`` is known).
         key: PRNG key for the random test matrix (kept in the state).
         rtol: singular values below ``rtol * s_max`` are dropped (``>= 0``; the authors'
-            example uses 1e-3).
+            example uses 1e-3). The ``l x l`` Gram squares the condition number, so in
+            float32 singular values below about ``3e-4 * s_max`` are inaccurate: keep
+            ``rtol`` above that unless the params are float64.
         oversample: extra random directions of the range finder (``>= 0``).
         num_power_iters: power iterations of the range finder (``>= 0``).
 
