@@ -11,6 +11,8 @@ else :math:`\gamma` halves and the step is recomputed, at most ``max_search`` ti
 last trial is taken, as in the reference code). A run stops when :math:`f(x_k) - f^\star \le`
 ``f_tol`` (the reference notebook's criterion, used when ``f_tol`` is given and the problem
 knows :math:`f^\star`) or else when :math:`\|g_k\| \le` ``grad_tol`` :math:`\|g_0\|`.
+One Newton iteration (solve, test, adapt :math:`\gamma`) is :func:`gradlab.transforms.grn_search`,
+the same code as the optax transform :func:`gradlab.transforms.grn`.
 """
 
 from __future__ import annotations
@@ -126,36 +128,26 @@ def regularized_newton(
         ...     print(bool(tr.converged), float(jnp.abs(tr.x).max()) < 1e-6)
         True True
     """
-    from gradlab.spectral import cg
+    from gradlab.transforms import grn_search
 
     loss_and_grad = jax.value_and_grad(problem.loss_fn)
     batch = problem.batch
 
     def step(k, x, f, g, gn, gamma):
         matvec = _select_curvature(problem, x, jax.random.fold_in(key, k), which)
-        neg_g = jax.tree_util.tree_map(lambda a: -a, g)
-
-        def attempt(gamma):
-            lam = gn / gamma
-            sol = cg(matvec, neg_g, damping=lam, tol=cg_tol, max_iters=cg_max_iters)
-            x_new = _axpy(1.0, sol.x, x)
-            f_new, g_new = loss_and_grad(x_new, batch)
-            gn_new = _norm(g_new)
-            ok = (f - f_new >= gn_new**2 / (8.0 * lam)) & jnp.isfinite(f_new)
-            return x_new, f_new, g_new, gn_new, ok, sol.num_iters
-
-        def search_cond(t):
-            return (~t[5]) & (t[0] < max_search)
-
-        def search_body(t):
-            i, gamma, _, _, _, _, _, work = t
-            x_new, f_new, g_new, gn_new, ok, its = attempt(gamma)
-            gamma = jnp.where(ok, 2.0 * gamma, 0.5 * gamma)
-            return i + 1, gamma, x_new, f_new, g_new, ok, gn_new, work + its
-
-        init = (jnp.int32(0), gamma, x, f, g, jnp.array(False), gn, jnp.int32(0))
-        i, gamma, x, f, g, _, gn, work = jax.lax.while_loop(search_cond, search_body, init)
-        return x, f, g, gn, gamma, work, i
+        r = grn_search(
+            lambda p: loss_and_grad(p, batch),
+            matvec,
+            x,
+            f,
+            g,
+            gn,
+            gamma,
+            max_search=max_search,
+            cg_tol=cg_tol,
+            cg_max_iters=cg_max_iters,
+        )
+        return r.params, r.value, r.grads, r.grad_norm, r.gamma, r.cg_iters, r.num_trials
 
     return _descend(problem, step, gamma0, grad_tol=grad_tol, f_tol=f_tol, max_iters=max_iters)
 

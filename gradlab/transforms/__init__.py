@@ -109,3 +109,38 @@ _B_NAMES: list[str] = [
 # --- end transforms-B ---
 
 __all__ = [*_A_NAMES, *_B_NAMES]
+
+# --- transforms-D (part 2: Sven, softmax radius, GRN, Hessian alignment) ---
+from gradlab.transforms._grn import GRNSearch as GRNSearch  # noqa: E402
+from gradlab.transforms._grn import GRNState as GRNState  # noqa: E402
+from gradlab.transforms._grn import grn as grn  # noqa: E402
+from gradlab.transforms._grn import grn_search as grn_search  # noqa: E402
+from gradlab.transforms._grn import scale_by_grn as scale_by_grn  # noqa: E402
+from gradlab.transforms._hessian_alignment import HessianAlignment as HessianAlignment  # noqa: E402
+from gradlab.transforms._hessian_alignment import (  # noqa: E402
+    hessian_alignment_penalty as hessian_alignment_penalty,
+)
+from gradlab.transforms._softmax_radius import SoftmaxRadiusState as SoftmaxRadiusState  # noqa: E402
+from gradlab.transforms._softmax_radius import scale_by_softmax_radius as scale_by_softmax_radius  # noqa: E402
+from gradlab.transforms._softmax_radius import softmax_radius as softmax_radius  # noqa: E402
+from gradlab.transforms._sven import SvenState as SvenState  # noqa: E402
+from gradlab.transforms._sven import scale_by_sven as scale_by_sven  # noqa: E402
+from gradlab.transforms._sven import sven as sven  # noqa: E402
+
+_D_NAMES: list[str] = [
+    "GRNSearch",
+    "GRNState",
+    "grn",
+    "grn_search",
+    "scale_by_grn",
+    "SoftmaxRadiusState",
+    "scale_by_softmax_radius",
+    "softmax_radius",
+    "HessianAlignment",
+    "hessian_alignment_penalty",
+    "SvenState",
+    "scale_by_sven",
+    "sven",
+]
+__all__ += _D_NAMES
+# --- end transforms-D ---
