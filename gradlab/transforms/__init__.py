@@ -116,13 +116,13 @@ from gradlab.transforms._dct_lowrank import DCTLowRankState as DCTLowRankState  
 from gradlab.transforms._dct_lowrank import dct_basis as dct_basis  # noqa: E402
 from gradlab.transforms._dct_lowrank import dct_lowrank as dct_lowrank  # noqa: E402
 from gradlab.transforms._dct_lowrank import scale_by_dct_lowrank as scale_by_dct_lowrank  # noqa: E402
+from gradlab.transforms._int4 import dequantize_int4 as dequantize_int4  # noqa: E402
+from gradlab.transforms._int4 import quantize_int4 as quantize_int4  # noqa: E402
 from gradlab.transforms._mfac import MFACState as MFACState  # noqa: E402
 from gradlab.transforms._mfac import mfac as mfac  # noqa: E402
 from gradlab.transforms._mfac import scale_by_mfac as scale_by_mfac  # noqa: E402
 from gradlab.transforms._q_galore import QGaLoreState as QGaLoreState  # noqa: E402
-from gradlab.transforms._q_galore import dequantize_int4 as dequantize_int4  # noqa: E402
 from gradlab.transforms._q_galore import q_galore as q_galore  # noqa: E402
-from gradlab.transforms._q_galore import quantize_int4 as quantize_int4  # noqa: E402
 from gradlab.transforms._q_galore import scale_by_q_galore as scale_by_q_galore  # noqa: E402
 
 _C_NAMES: list[str] = [

@@ -109,6 +109,10 @@ def scale_by_dct_lowrank(
         R_t = G_t Q_{:, I} \in \mathbb{R}^{m \times r}, \qquad
         U_t = \operatorname{Adam}(R_t), \qquad u_t = U_t Q_{:, I}^\top .
 
+    When the selection changes, the moments follow their basis vectors: a vector that stays
+    selected keeps its moments (in its new slot), a newly selected one starts from zero (an
+    :math:`r \times r` permutation of the moment matrices, no extra memory).
+
     The basis is fixed and computed from the shape, so no SVD is needed and only the ``r``
     integer indices are stored (GaLore stores an ``n x r`` projector); both products run as
     FFT-based DCTs (:math:`O(mn \log n)`). Leaves that are not matrices get plain Adam.
@@ -191,7 +195,20 @@ def scale_by_dct_lowrank(
         pairs = jax.tree.map(project, updates, state.indices)
         outer = jax.tree.structure(updates)
         low, indices = jax.tree.transpose(outer, jax.tree.structure((0, 0)), pairs)
-        low_updates, adam_state = adam.update(low, state.adam)
+
+        def follow(moment, g, new_idx, old_idx):
+            # Slot j of the moments belongs to basis vector new_idx[j]: carry over the moments
+            # of vectors that stay selected, start newly selected ones at zero.
+            if g.ndim != 2:
+                return moment
+            match = (new_idx[:, None] == old_idx[None, :]).astype(moment.dtype)
+            return moment @ match.T if _axis(g.shape) == 1 else match @ moment
+
+        def remap(tree):
+            return jax.tree.map(follow, tree, updates, indices, state.indices)
+
+        adam_state = state.adam._replace(mu=remap(state.adam.mu), nu=remap(state.adam.nu))
+        low_updates, adam_state = adam.update(low, adam_state)
 
         def back(u, g, idx):
             if g.ndim != 2:

@@ -169,8 +169,8 @@ def mfac(
     Examples:
         >>> import jax, jax.numpy as jnp, optax
         >>> import gradlab as gl
-        >>> obj = lambda p: jnp.sum(jnp.array([1.0, 10.0]) * (p - 3.0) ** 2)
-        >>> opt = gl.transforms.mfac(1.0, num_grads=4, damping=1.0)
+        >>> obj = lambda p: jnp.sum(jnp.array([1.0, 2.0]) * (p - 1.0) ** 2)
+        >>> opt = gl.transforms.mfac(0.3, num_grads=4, damping=1.0)  # lr / damping < 2 / L
         >>> params = jnp.zeros(2)
         >>> state = opt.init(params)
         >>> @jax.jit

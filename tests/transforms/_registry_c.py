@@ -20,7 +20,7 @@ ROWS_C: list[Row] = [
         factory=gt.adahessian,
         learning_rate=0.3,
         kwargs={"key": _KEY},
-        static_hparams=("key",),
+        static_hparams=("key", "update_interval"),
         extra_args_fn=_obj_fn,
         required_extra_args=("obj_fn",),
         # Rosenbrock's large off-diagonal Hessian makes the Hutchinson diagonal noisy and the

@@ -60,6 +60,27 @@ def test_first_step_selects_largest_l1_columns(x64, shape):
     np.testing.assert_allclose(u, expected if wide else expected.T, rtol=1e-10, atol=1e-12)
 
 
+def test_moments_follow_their_basis_vectors(x64):
+    b1, b2 = 0.9, 0.99
+    tx = scale_by_dct_lowrank(rank=2, b1=b1, b2=b2)
+    q = dct_basis(4, jnp.float64)
+    r1 = jnp.array([[5.0, 4.0, 0.1, 0.2], [-5.0, 3.0, 0.3, 0.1]])  # selects vectors {0, 1}
+    r2 = jnp.array([[0.1, 4.0, 0.2, 6.0], [0.2, -3.0, 0.1, 5.0]])  # selects vectors {1, 3}
+    update = jax.jit(tx.update)
+    _, s1 = update(r1 @ q.T, tx.init(r1))
+    _, s2 = update(r2 @ q.T, s1)
+    np.testing.assert_array_equal(s1.indices, [0, 1])
+    np.testing.assert_array_equal(s2.indices, [1, 3])
+    # Vector 1 moved from slot 1 to slot 0 and kept its moments; vector 3 starts from zero.
+    mu, nu = s2.adam.mu, s2.adam.nu
+    np.testing.assert_allclose(mu[:, 0], b1 * (1 - b1) * r1[:, 1] + (1 - b1) * r2[:, 1], rtol=1e-12)
+    np.testing.assert_allclose(mu[:, 1], (1 - b1) * r2[:, 3], rtol=1e-12)
+    np.testing.assert_allclose(
+        nu[:, 0], b2 * (1 - b2) * r1[:, 1] ** 2 + (1 - b2) * r2[:, 1] ** 2, rtol=1e-12
+    )
+    np.testing.assert_allclose(nu[:, 1], (1 - b2) * r2[:, 3] ** 2, rtol=1e-12)
+
+
 def _nbytes(tree):
     return sum(x.nbytes for x in jax.tree.leaves(tree) if hasattr(x, "nbytes"))
 
