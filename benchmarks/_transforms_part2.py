@@ -5,8 +5,9 @@ part 1, what is timed is the **whole training step** ``value_and_grad`` + ``upda
 ``apply_updates``: these methods spend their extra cost on Hessian-vector products or Jacobians
 of the same batch, so the ratio to ``optax.adam``'s full step is the honest one (AdaHessian's
 target of 3x Adam is "one HVP is 2-2.5 gradients"). The optimizer state is threaded through the
-repeats (methods with periodic refreshes, GaLore's SVD every ``update_proj_gap`` steps, run
-their ordinary steps; the median ignores the rare refresh). State size is the total bytes of
+repeats and donated to the jitted step as in a training loop (so buffers such as M-FAC's window
+are updated in place); methods with periodic refreshes (GaLore's SVD every ``update_proj_gap``
+steps) run their ordinary steps and the median ignores the rare refresh. State size is the total bytes of
 every array in the state (int4 codes, indices and counters included).
 
 A case is a :class:`Case` in ``CASES``; each helper adds its rows in its own block below.
@@ -27,7 +28,7 @@ import gradlab as gl
 gt = gl.transforms
 LR = 1e-3
 KEY = jax.random.key(0)
-RANK = 32  # equal rank for the low-rank rows (GaLore, DCT, Q-GaLore)
+RANK = 8  # equal rank for the low-rank rows; at most 10, the 512 x 10 head's smaller side
 BATCH = 256
 
 

@@ -46,12 +46,21 @@ def _gram_dtype(tree: Any) -> Any:
 
 
 def _rows_dot(stacked: Any, vec: Any, dtype: Any) -> jax.Array:
-    """``G v``: the ``(m,)`` inner products of every buffered gradient with ``vec``."""
+    """``G v``: the ``(m,)`` inner products of every buffered gradient with ``vec``.
+
+    Each leaf is viewed as an ``(m, size)`` matrix (a free reshape) so XLA emits a plain
+    matrix-vector product rather than a contraction over trailing axes.
+    """
     parts = [
-        jnp.einsum("m...,...->m", s.astype(dtype), v.astype(dtype))
+        s.reshape(s.shape[0], -1).astype(dtype) @ v.reshape(-1).astype(dtype)
         for s, v in zip(jax.tree.leaves(stacked), jax.tree.leaves(vec), strict=True)
     ]
     return sum(parts)
+
+
+def _combine(coef: jax.Array, buf: jax.Array, dtype: Any) -> jax.Array:
+    """``G^T c`` for one leaf: ``c @ (m, size)`` reshaped back to the leaf's shape."""
+    return (coef @ buf.reshape(buf.shape[0], -1).astype(dtype)).reshape(buf.shape[1:])
 
 
 def scale_by_mfac(
@@ -119,10 +128,15 @@ def scale_by_mfac(
         del params
         dtype = state.gram.dtype
         slot = state.count % num_grads
-        grads = jax.tree.map(
-            lambda buf, g: buf.at[slot].set(g.astype(buf.dtype)), state.grads, updates
+        stored = jax.tree.map(lambda buf, g: g.astype(buf.dtype), state.grads, updates)
+        old_slot = jax.tree.map(
+            lambda buf: jax.lax.dynamic_index_in_dim(buf, slot, 0, keepdims=False), state.grads
         )
-        row = _rows_dot(grads, updates, dtype)  # G g, also row `slot` of the new Gram
+        # Everything below reads the *old* buffer only, so the one write (the new row) can be
+        # done in place when the state is donated: G_new g is G_old g with entry `slot`
+        # replaced by |g|^2, and G_new^T c = G_old^T c + c_slot (g - G_old[slot]).
+        gg = sum(jnp.vdot(x.astype(dtype), x.astype(dtype)) for x in jax.tree.leaves(stored))
+        row = _rows_dot(state.grads, stored, dtype).at[slot].set(gg)  # row `slot` of the Gram
         gram = state.gram.at[slot, :].set(row).at[:, slot].set(row)
         filled = jnp.minimum(state.count + 1, num_grads).astype(dtype)
         lam = jnp.asarray(damping, dtype)
@@ -130,13 +144,16 @@ def scale_by_mfac(
         coef = jax.scipy.linalg.cho_solve(jax.scipy.linalg.cho_factor(system), row)
         ok = jnp.all(jnp.isfinite(coef))
         coef = jnp.where(ok, coef, 0.0)
-        # G^T c, leaf by leaf; then (g - G^T c) / lambda.
-        new_updates = jax.tree.map(
-            lambda g, buf: (
-                (g.astype(dtype) - jnp.tensordot(coef, buf.astype(dtype), axes=1)) / lam
-            ).astype(g.dtype),
-            updates,
-            grads,
+
+        def leaf(g, buf, new, old):
+            gt_c = _combine(coef, buf, dtype) + coef[slot] * (new.astype(dtype) - old.astype(dtype))
+            return ((g.astype(dtype) - gt_c) / lam).astype(g.dtype)
+
+        new_updates = jax.tree.map(leaf, updates, state.grads, stored, old_slot)
+        grads = jax.tree.map(
+            lambda buf, new: jax.lax.dynamic_update_index_in_dim(buf, new, slot, 0),
+            state.grads,
+            stored,
         )
         return new_updates, MFACState(
             count=optax.safe_increment(state.count),

@@ -64,8 +64,10 @@ ROWS_C: list[Row] = [
         learning_rate=0.1,
         kwargs={"rank": 2},
         static_hparams=("rank", "update_interval"),
-        # Rank 2 of the (4, 3) leaf's 3 DCT directions, re-selected every step: 1.1e-4 measured.
-        quadratic_tol=5e-4,
+        # Rank 2 of the (4, 3) leaf's 4 DCT directions, re-selected every step, with Adam's
+        # fixed-size steps: the loss stalls at O(lr^2) as the selection switches (measured
+        # 1.5e-3 plain, 2.2e-3 under inject_hyperparams, whose float rounding differs).
+        quadratic_tol=6e-3,
         rosenbrock_tol=0.002,
     ),
     Row(
