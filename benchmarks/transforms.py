@@ -188,9 +188,9 @@ def main_part2(repeats: int, only: str | None = None) -> None:
         if only is not None and only not in name:
             continue
         tx = case.make()
-        state = tx.init(work.params)
-        bytes_ = p2.state_bytes(state)
         copy = functools.partial(jax.tree.map, jnp.copy)  # donated buffers must not be shared
+        state = copy(tx.init(work.params))
+        bytes_ = p2.state_bytes(state)
         times = time_alternating(
             {
                 "adam": (

@@ -146,11 +146,13 @@ def scale_by_adahessian(
     update_interval = check_int("update_interval", update_interval, 1)
 
     def init_fn(params):
-        zero = jnp.zeros([], jnp.int32)
+        def zero():  # a distinct buffer per field, so the state can be donated
+            return jnp.zeros([], jnp.int32)
+
         return AdaHessianState(
-            count=zero,
-            hessian_count=zero,
-            num_skipped=zero,
+            count=zero(),
+            hessian_count=zero(),
+            num_skipped=zero(),
             mu=optax.tree.zeros_like(params),
             nu=optax.tree.zeros_like(params),
             key=key,

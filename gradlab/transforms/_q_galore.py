@@ -169,10 +169,13 @@ def scale_by_q_galore(
         return dequantize_int4(*stored, shape, dtype)
 
     def init_leaf(p):
-        zero = jnp.zeros([], jnp.int32)
+        def zero():  # a distinct buffer per field, so the state can be donated
+            return jnp.zeros([], jnp.int32)
+
+        gap = jnp.full([], update_proj_gap, jnp.int32)
         if p.ndim != 2:
             empty = jnp.zeros((0,), p.dtype)
-            return p, empty, jnp.zeros([], jnp.float32), zero + update_proj_gap, zero, zero, zero
+            return p, empty, jnp.zeros([], jnp.float32), gap, zero(), zero(), zero()
         if rank > min(p.shape):
             raise ValueError(
                 f"rank={rank} is out of range for a matrix leaf of shape {p.shape}: expected "
@@ -181,7 +184,7 @@ def scale_by_q_galore(
         m, n = p.shape
         proxy = jnp.zeros((rank, n) if m >= n else (m, rank), p.dtype)
         stored, _ = store(jnp.zeros(_projector_shape(p.shape, rank), p.dtype))
-        return proxy, stored, jnp.zeros([], jnp.float32), zero + update_proj_gap, zero, zero, zero
+        return proxy, stored, jnp.zeros([], jnp.float32), gap, zero(), zero(), zero()
 
     def init_fn(params):
         leaves, treedef = jax.tree.flatten(params)
