@@ -13,11 +13,15 @@ Memory: floating-point state entries divided by the number of parameters ("param
 buffers"), next to the expected count from each transform's docstring.
 
     python -m benchmarks.transforms [--quick]
+
+``--part2`` runs the part-2 cases instead (``benchmarks/_transforms_part2.py``: full training
+steps on the 64-512-512-10 MLP, batch 256, state in bytes).
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 from collections.abc import Callable
 from typing import Any
 
@@ -144,11 +148,101 @@ def _inputs(params, apply_fn, loss_fn, batch):
     return grads, extras
 
 
+def _threaded(step, params, state, batch):
+    """A no-argument timing closure that runs ``step`` and keeps its output for the next call."""
+    held = [params, state]
+
+    def run():
+        held[0], held[1] = step(held[0], held[1], batch)
+        return held
+
+    return run
+
+
+def main_part2(repeats: int, only: str | None = None) -> None:
+    """Full training steps of the part-2 cases, each alternated with ``optax.adam``'s."""
+    from benchmarks import _transforms_part2 as p2
+    from benchmarks._workloads import digits_mlp
+
+    work = digits_mlp("wide", n=p2.BATCH)
+
+    def stepper(tx, extra_fn):
+        tx = optax.with_extra_args_support(tx)
+        extra_fn = extra_fn or p2.no_extra
+
+        # params and state are donated, as in a training loop: buffers such as M-FAC's
+        # gradient window are then updated in place instead of copied every step.
+        @functools.partial(jax.jit, donate_argnums=(0, 1))
+        def step(params, state, batch):
+            grads = jax.grad(work.loss_fn)(params, batch)
+            extra = extra_fn(work.loss_fn, work.apply_fn, params, batch)
+            updates, state = tx.update(grads, state, params, **extra)
+            return optax.apply_updates(params, updates), state
+
+        return step
+
+    adam = optax.adam(p2.LR)
+    adam_bytes = p2.state_bytes(adam.init(work.params))
+    rows = []
+    for name, case in p2.CASES.items():
+        if only is not None and only not in name:
+            continue
+        tx = case.make()
+        copy = functools.partial(jax.tree.map, jnp.copy)  # donated buffers must not be shared
+        state = copy(tx.init(work.params))
+        bytes_ = p2.state_bytes(state)
+        times = time_alternating(
+            {
+                "adam": (
+                    _threaded(
+                        stepper(adam, None), copy(work.params), adam.init(work.params), work.batch
+                    ),
+                    (),
+                ),
+                "transform": (
+                    _threaded(stepper(tx, case.extra_fn), copy(work.params), state, work.batch),
+                    (),
+                ),
+            },
+            repeats=repeats,
+        )
+        rows.append(
+            {
+                "transform": name,
+                "step_ms": 1e3 * times["transform"],
+                "adam_step_ms": 1e3 * times["adam"],
+                "time_vs_adam": times["transform"] / times["adam"],
+                "state_bytes": bytes_,
+                "state_vs_adam": bytes_ / adam_bytes,
+                "note": case.note,
+            }
+        )
+        print(f"# {name}: {rows[-1]['time_vs_adam']:.2f}x adam", flush=True)
+    emit(
+        {
+            "benchmark": "transforms-part2",
+            "workload": {
+                "mlp": [64, 512, 512, 10],
+                "num_params": work.num_params,
+                "batch": p2.BATCH,
+            },
+            "timed": "grad + update + apply_updates (params and state threaded and donated)",
+            "repeats": repeats,
+            "results": rows,
+        }
+    )
+
+
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="few repeats (1-2 minutes)")
+    parser.add_argument("--part2", action="store_true", help="the part-2 cases (full steps)")
+    parser.add_argument("--only", default=None, help="part 2: only cases whose name contains this")
     args = parser.parse_args(argv)
     repeats = 3 if args.quick else 15
+    if args.part2:
+        main_part2(repeats, args.only)
+        return
 
     params, apply_fn, loss_fn, batch = _workload()
     num_params = _num_params(params)

@@ -108,7 +108,43 @@ _B_NAMES: list[str] = [
 ]
 # --- end transforms-B ---
 
-__all__ = [*_A_NAMES, *_B_NAMES]
+# --- transforms part 2 (tx-a): AdaHessian, M-FAC, DCT low-rank, Q-GaLore ---
+from gradlab.transforms._adahessian import AdaHessianState as AdaHessianState  # noqa: E402
+from gradlab.transforms._adahessian import adahessian as adahessian  # noqa: E402
+from gradlab.transforms._adahessian import scale_by_adahessian as scale_by_adahessian  # noqa: E402
+from gradlab.transforms._dct_lowrank import DCTLowRankState as DCTLowRankState  # noqa: E402
+from gradlab.transforms._dct_lowrank import dct_basis as dct_basis  # noqa: E402
+from gradlab.transforms._dct_lowrank import dct_lowrank as dct_lowrank  # noqa: E402
+from gradlab.transforms._dct_lowrank import scale_by_dct_lowrank as scale_by_dct_lowrank  # noqa: E402
+from gradlab.transforms._int4 import dequantize_int4 as dequantize_int4  # noqa: E402
+from gradlab.transforms._int4 import quantize_int4 as quantize_int4  # noqa: E402
+from gradlab.transforms._mfac import MFACState as MFACState  # noqa: E402
+from gradlab.transforms._mfac import mfac as mfac  # noqa: E402
+from gradlab.transforms._mfac import scale_by_mfac as scale_by_mfac  # noqa: E402
+from gradlab.transforms._q_galore import QGaLoreState as QGaLoreState  # noqa: E402
+from gradlab.transforms._q_galore import q_galore as q_galore  # noqa: E402
+from gradlab.transforms._q_galore import scale_by_q_galore as scale_by_q_galore  # noqa: E402
+
+_C_NAMES: list[str] = [
+    "AdaHessianState",
+    "DCTLowRankState",
+    "MFACState",
+    "QGaLoreState",
+    "adahessian",
+    "dct_basis",
+    "dct_lowrank",
+    "dequantize_int4",
+    "mfac",
+    "q_galore",
+    "quantize_int4",
+    "scale_by_adahessian",
+    "scale_by_dct_lowrank",
+    "scale_by_mfac",
+    "scale_by_q_galore",
+]
+# --- end transforms part 2 (tx-a) ---
+
+__all__ = [*_A_NAMES, *_B_NAMES, *_C_NAMES]
 
 # --- transforms-D (part 2: Sven, softmax radius, GRN, Hessian alignment) ---
 from gradlab.transforms._grn import GRNSearch as GRNSearch  # noqa: E402
