@@ -42,6 +42,14 @@ class Factors(NamedTuple):
         a: ``(d_in, d_in)`` input covariance (``d_in`` the flattened fan-in, ``kh * kw * c_in``
             for a convolution); ``(num_embeddings,)`` for an ``Embed``, whose ``A`` is diagonal.
         g: ``(d_out, d_out)`` output-gradient covariance; the bias block is ``g`` itself.
+
+    Examples:
+        >>> import jax, jax.numpy as jnp, gradlab as gl
+        >>> params, apply_fn = gl.models.init_mlp(jax.random.key(0), (3, 4, 2))
+        >>> kf = gl.curvature.kfac(apply_fn, "mse", params, (jnp.ones((5, 3)), jnp.zeros((5, 2))))
+        >>> a, g = kf.factors["params/Dense_1"]
+        >>> a.shape, g.shape
+        ((4, 4), (2, 2))
     """
 
     a: jax.Array
