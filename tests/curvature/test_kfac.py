@@ -81,10 +81,9 @@ def _dense_pair(op, exact, params):
     )
 
 
-@pytest.mark.parametrize("n", [1, 7])
-def test_deep_linear_mse_any_batch_is_exact(x64, n):
-    x = jax.random.normal(jax.random.key(1), (n, 3))
-    y = jax.random.normal(jax.random.key(2), (n, 2))
+def test_deep_linear_mse_any_batch_is_exact(x64):
+    x = jax.random.normal(jax.random.key(1), (7, 3))
+    y = jax.random.normal(jax.random.key(2), (7, 2))
     params, apply = _setup(DeepLinear(), x)
     kf = gl.curvature.kfac(apply, "mse", params, (x, y))
     _assert_blocks(kf.matvec, gl.curvature.ggn(apply, "mse", params, (x, y)), params)
