@@ -46,7 +46,7 @@ def test_scales_are_projected_per_example_second_moments(x64):
         _, vjp = jax.vjp(lambda q: p.model_fn(q, x[None])[0], p.params)
         return jax.vmap(lambda si: vjp(si)[0])(s)
 
-    per_example = jax.vmap(grads)(p.inputs, cols)  # leaves (N, C, *leaf)
+    per_example = jax.jit(jax.vmap(grads))(p.inputs, cols)  # leaves (N, C, *leaf)
     for name, f in ek.factors.items():
         layer = name.split("/")[-1]
         g_w = per_example["params"][layer]["kernel"]

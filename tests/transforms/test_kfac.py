@@ -38,7 +38,9 @@ def test_first_step_is_the_curvature_inverse_and_refresh_follows_the_interval():
     step = jax.jit(lambda p, s: tx.update(jax.grad(loss)(p), s, p, batch=batch))
     state = tx.init(params)
     u, state = step(params, state)
-    want = gl.curvature.kfac(apply_fn, CE, params, batch).inverse(0.1)(jax.grad(loss)(params))
+    want = jax.jit(
+        lambda p: gl.curvature.kfac(apply_fn, CE, p, batch).inverse(0.1)(jax.grad(loss)(p))
+    )(params)
     for a, b in zip(jax.tree.leaves(u), jax.tree.leaves(want), strict=True):
         np.testing.assert_allclose(a, b, rtol=2e-4, atol=1e-6)
     # steps 2 and 3 move the factor EMAs but keep the eigenbasis; step 4 (count 3) refreshes
