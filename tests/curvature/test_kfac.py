@@ -185,6 +185,7 @@ def test_mc_is_unbiased_for_type2_within_its_standard_error(x64):
     def draw(k):
         return gl.curvature.kfac(p.model_fn, ce, p.params, batch, fisher_type="mc", key=k).factors
 
+    # construction under jit and vmap (over keys)
     draws = jax.jit(jax.vmap(draw))(jax.random.split(jax.random.key(6), 256))
     for name, f in type2.factors.items():
         np.testing.assert_allclose(draws[name].a[0], f.a, rtol=1e-12)  # A does not depend on y
@@ -202,14 +203,3 @@ def test_inverse_inverts_the_damped_operator(x64):
     k = np.asarray(gl.curvature.dense(kf.matvec, params))
     inv = np.asarray(gl.curvature.dense(kf.inverse(damping), params))
     np.testing.assert_allclose(inv @ (k + damping * np.eye(len(k))), np.eye(len(k)), atol=1e-8)
-
-
-def test_construction_runs_under_jit(x64):
-    x = jax.random.normal(jax.random.key(1), (5, 3))
-    y = jax.random.normal(jax.random.key(2), (5, 2))
-    params, apply = _setup(DeepLinear(), x)
-    eager = gl.curvature.kfac(apply, "mse", params, (x, y))
-    jitted = jax.jit(lambda p, b: gl.curvature.kfac(apply, "mse", p, b))(params, (x, y))
-    v = jax.tree.map(jnp.ones_like, params)
-    for a, b in zip(jax.tree.leaves(eager.matvec(v)), jax.tree.leaves(jitted.matvec(v))):
-        np.testing.assert_allclose(a, b, rtol=1e-12)
