@@ -180,3 +180,12 @@ _D_NAMES: list[str] = [
 ]
 __all__ += _D_NAMES
 # --- end transforms-D ---
+# --- kfac ---
+from gradlab.transforms._kfac import KFACState as KFACState  # noqa: E402
+from gradlab.transforms._kfac import kfac as kfac  # noqa: E402
+from gradlab.transforms._kfac import scale_by_kfac as scale_by_kfac  # noqa: E402
+
+_KFAC_NAMES: list[str] = ["KFACState", "kfac", "scale_by_kfac"]
+# --- end kfac ---
+
+__all__ += _KFAC_NAMES
