@@ -9,12 +9,25 @@ example as a batch of size one of the same loss function, so users write one los
 
 # --- attr-a: per-example gradients, scores, TracIn, TRAK, input attributions -----------------
 from gradlab.attribution._per_example import per_example_grad_norms, per_example_grads
+from gradlab.attribution._saliency import (
+    IntegratedGradients,
+    gradient_x_input,
+    integrated_gradients,
+    saliency,
+)
+from gradlab.attribution._scores import el2n, grand
 
 # --- attr-b: influence functions, LDS (imports added here by the attr-b branch) --------------
 
 __all__ = [
     # attr-a
+    "IntegratedGradients",
+    "el2n",
+    "gradient_x_input",
+    "grand",
+    "integrated_gradients",
     "per_example_grad_norms",
     "per_example_grads",
+    "saliency",
     # attr-b (influence, InfluenceResult, lds, retrain_on_subsets, ...)
 ]
