@@ -17,7 +17,10 @@ from gradlab.attribution._saliency import (
 )
 from gradlab.attribution._scores import el2n, grand
 
+# isort: split
 # --- attr-b: influence functions, LDS (imports added here by the attr-b branch) --------------
+from gradlab.attribution._influence import InfluenceResult, influence
+from gradlab.attribution._lds import SubsetRetraining, lds, retrain_subsets, spearman
 
 __all__ = [
     # attr-a
@@ -29,5 +32,11 @@ __all__ = [
     "per_example_grad_norms",
     "per_example_grads",
     "saliency",
-    # attr-b (influence, InfluenceResult, lds, retrain_on_subsets, ...)
+    # attr-b: influence functions and the linear datamodeling score
+    "InfluenceResult",
+    "SubsetRetraining",
+    "influence",
+    "lds",
+    "retrain_subsets",
+    "spearman",
 ]
