@@ -16,6 +16,8 @@ from gradlab.attribution._saliency import (
     saliency,
 )
 from gradlab.attribution._scores import el2n, grand
+from gradlab.attribution._tracin import tracin
+from gradlab.attribution._trak import trak_features, trak_scores
 
 # isort: split
 # --- attr-b: influence functions, LDS (imports added here by the attr-b branch) --------------
@@ -32,6 +34,9 @@ __all__ = [
     "per_example_grad_norms",
     "per_example_grads",
     "saliency",
+    "tracin",
+    "trak_features",
+    "trak_scores",
     # attr-b: influence functions and the linear datamodeling score
     "InfluenceResult",
     "SubsetRetraining",

@@ -38,7 +38,7 @@ def cross_entropy(params, batch):
     return -jnp.mean(jnp.take_along_axis(logp, y[:, None], axis=1))
 
 
-def data(key, n=7, d_in=3, num_classes=4):
+def data(key, n=6, d_in=3, num_classes=4):
     kx, ky = jax.random.split(key)
     x = jax.random.normal(kx, (n, d_in))
     y = jax.random.randint(ky, (n,), 0, num_classes)

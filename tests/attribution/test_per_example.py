@@ -34,7 +34,7 @@ def test_equals_python_loop_of_single_example_grads(problem):
             np.testing.assert_allclose(a[i], b, rtol=1e-12, atol=1e-12)
 
 
-@pytest.mark.parametrize("chunk_size", [1, 3, 100])
+@pytest.mark.parametrize("chunk_size", [1, 4, 100])
 def test_chunked_equals_unchunked(problem, chunk_size):
     params, batch = problem
     full = gl.attribution.per_example_grads(cross_entropy, params, batch)
@@ -51,7 +51,7 @@ def test_norms_equal_norms_of_stored_grads(problem, chunk_size):
     norms = gl.attribution.per_example_grad_norms(
         cross_entropy, params, batch, chunk_size=chunk_size
     )
-    assert norms.shape == (7,)
+    assert norms.shape == (6,)
     np.testing.assert_allclose(norms, jnp.linalg.norm(flat, axis=1), rtol=1e-12)
 
 
