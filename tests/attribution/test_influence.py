@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import itertools
+
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -171,6 +174,7 @@ def test_linear_regression_leave_one_out(x64):
         ({"damping": 0.1, "solver": "arnoldi", "k": 2}, "'key'"),
         ({"damping": 0.1, "tol": 0.0}, "tol=0.0 is out of range"),
         ({"damping": 0.1, "chunk_size": 0}, "chunk_size=0 is out of range"),
+        ({"damping": 0.1, "solver": "factored"}, "solver='factored' does not fit"),
     ],
 )
 def test_bad_input(kwargs, match):
@@ -184,3 +188,39 @@ def test_bad_batches():
     ragged = (train[0], train[1][:-1])
     with pytest.raises(ValueError, match="train_batch leaves have different leading"):
         gl.attribution.influence(_loss, params, ragged, test, damping=0.1)
+
+
+class _DeepLinear(nn.Module):
+    @nn.compact
+    def __call__(self, x):
+        return nn.Dense(2)(nn.Dense(4)(x))
+
+
+@pytest.mark.skipif(not hasattr(gl.curvature, "ekfac"), reason="needs gl.curvature.ekfac")
+def test_factored_equals_dense_where_kfac_is_exact(x64):
+    """Deep linear network + MSE: K-FAC (and EK-FAC) equal the GGN's per-leaf diagonal blocks."""
+    k1, k2, k3 = jax.random.split(jax.random.key(5), 3)
+    x = jax.random.normal(k1, (9, 3))
+    y = jax.random.normal(k2, (9, 2))
+    model = _DeepLinear()
+    params = jax.tree.map(lambda p: p.astype(jnp.float64), model.init(k3, x[:1]))
+    train, test = (x[:6], y[:6]), (x[6:], y[6:])
+
+    def loss(p, b):
+        return gl.curvature.mse(model.apply(p, b[0]), b[1])
+
+    flat, _ = ravel_pytree(params)
+    ggn = gl.curvature.dense(gl.curvature.ggn(model.apply, "mse", params, train), params)
+    edges = np.cumsum([0, *[leaf.size for leaf in jax.tree.leaves(params)]])
+    block = np.zeros_like(ggn)
+    for lo, hi in itertools.pairwise(edges):
+        block[lo:hi, lo:hi] = ggn[lo:hi, lo:hi]
+    g_fn = jax.vmap(lambda xi, yi: ravel_pytree(jax.grad(loss)(params, (xi[None], yi[None])))[0])
+    expected = -g_fn(*test) @ np.linalg.solve(block + DAMPING * np.eye(flat.size), g_fn(*train).T)
+    for curvature in ("kfac", "ekfac"):
+        res = gl.attribution.influence(
+            loss, params, train, test, damping=DAMPING, curvature=curvature, solver="factored",
+            model_fn=model.apply, output_loss="mse"
+        )  # fmt: skip
+        np.testing.assert_allclose(res.scores, expected, rtol=1e-9, atol=1e-12)
+        assert bool(jnp.all(res.converged)) and res.residual_norm.shape == (3,)
