@@ -8,8 +8,8 @@ Digits has 1,797 images, so the N=4,096 examples are the first 1,024 repeated fo
 
 Reports, from one run with alternating repeats:
 
-* **time per example** of :func:`gradlab.attribution.per_example_grads` (one chunk, and
-  ``chunk_size=256``) against a Python loop that calls a jitted single-example ``jax.grad`` once
+* **time per example** of :func:`gradlab.attribution.per_example_grads` (one chunk of all N
+  examples, and ``chunk_size=256``; the default ``None`` takes 642 here) against a Python loop that calls a jitted single-example ``jax.grad`` once
   per example (timed over ``loop_examples`` examples, the per-example time scaled), and their
   ratio ``loop / vmapped`` (higher is better), and the same for
   :func:`gradlab.attribution.per_example_grad_norms` (``chunk_size=256``), which computes the
@@ -55,8 +55,8 @@ def run(
     """Time and memory of per-example gradients for ``n`` examples; returns a JSON-able dict."""
     params, loss_fn, batch = _batch(n)
 
-    def vmapped(p, b):
-        return gl.attribution.per_example_grads(loss_fn, p, b)
+    def vmapped(p, b):  # one chunk of all n examples
+        return gl.attribution.per_example_grads(loss_fn, p, b, chunk_size=n)
 
     def chunked(p, b):
         return gl.attribution.per_example_grads(loss_fn, p, b, chunk_size=chunk_size)
@@ -68,7 +68,7 @@ def run(
     def loop(p, _):
         return [single(p, e) for e in examples]
 
-    def norms(p, b, c=None):
+    def norms(p, b, c=n):
         return gl.attribution.per_example_grad_norms(loss_fn, p, b, chunk_size=c)
 
     vmapped_jit, chunked_jit = jax.jit(vmapped), jax.jit(chunked)

@@ -23,6 +23,7 @@ __all__ = [
     "check_chunk_size",
     "check_labels",
     "check_scalar_loss",
+    "gradient_chunk_size",
     "map_examples",
     "num_examples",
     "num_models",
@@ -37,11 +38,26 @@ def check_callable(name: str, value: Any) -> None:
         raise TypeError(f"{name}={value!r} must be a callable, got {type(value).__name__}")
 
 
+#: With ``chunk_size=None``, functions that compute per-example *parameter* gradients vmap over
+#: as many examples as keep one chunk of gradients within this many entries (64 MiB in float32):
+#: large enough that vmap amortises everything, small enough to stay out of the memory-bound
+#: regime of writing huge fresh buffers (see docs/performance.md).
+AUTO_CHUNK_ENTRIES = 2**24
+
+
 def check_chunk_size(chunk_size: int | None) -> int | None:
     """``None`` (one chunk) or a positive int; raise ``ValueError`` otherwise."""
     if chunk_size is None:
         return None
     return check_int("chunk_size", chunk_size, 1)
+
+
+def gradient_chunk_size(chunk_size: int | None, num_params: int) -> int:
+    """Validated ``chunk_size``, or (``None``) ``AUTO_CHUNK_ENTRIES // num_params`` examples."""
+    chunk_size = check_chunk_size(chunk_size)
+    if chunk_size is None:
+        return max(1, AUTO_CHUNK_ENTRIES // max(num_params, 1))
+    return chunk_size
 
 
 def num_examples(name: str, batch: Any) -> int:

@@ -29,6 +29,14 @@ class IntegratedGradients(NamedTuple):
         completeness_gap: ``(N,)``: ``sum(attributions_i) - (F(x_i) - F(baseline_i))``, zero for
             exact integration (the completeness axiom); its size measures the quadrature error.
         output_difference: ``(N,)``: ``F(x_i) - F(baseline_i)``, the scale to compare the gap to.
+
+    Examples:
+        >>> import jax.numpy as jnp
+        >>> import gradlab as gl
+        >>> ig = gl.attribution.integrated_gradients(
+        ...     lambda w, x: x @ w, jnp.ones((2, 1)), jnp.array([[1.0, 2.0]]), baseline=0.0)
+        >>> ig.attributions, ig.completeness_gap  # linear model: exact
+        (Array([[1., 2.]], dtype=float32), Array([0.], dtype=float32))
     """
 
     attributions: jax.Array

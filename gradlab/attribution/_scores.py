@@ -10,7 +10,7 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-from gradlab._src.tree import tree_norm
+from gradlab._src.tree import tree_norm, tree_size
 from gradlab._src.typing import Batch, Params
 from gradlab.attribution._common import (
     check_callable,
@@ -18,6 +18,7 @@ from gradlab.attribution._common import (
     check_labels,
     check_scalar_loss,
     first_example_batch,
+    gradient_chunk_size,
     map_examples,
     num_examples,
     num_models,
@@ -168,7 +169,8 @@ def grand(
             axis of every leaf.
         batch: pytree of arrays sharing a leading example axis of size ``N``.
         stacked: whether ``params`` carries a leading model axis to average over.
-        chunk_size: examples per vmapped chunk; ``None`` vmaps over all ``N`` at once.
+        chunk_size: examples per vmapped chunk; ``None`` picks as many as keep one chunk of
+            gradients within 2**24 entries (all ``N`` for small models).
 
     Returns:
         ``(N,)`` scores.
@@ -193,9 +195,10 @@ def grand(
         Early in Training", NeurIPS 2021, https://arxiv.org/abs/2107.07075.
     """
     check_callable("loss_fn", loss_fn)
-    chunk_size = check_chunk_size(chunk_size)
+    one = _first_model(params) if stacked else params
+    chunk_size = gradient_chunk_size(chunk_size, tree_size(one))
     num_examples("batch", batch)
     if stacked:
         num_models("params", params)
-    check_scalar_loss("loss_fn", loss_fn, _first_model(params) if stacked else params, batch)
+    check_scalar_loss("loss_fn", loss_fn, one, batch)
     return _grand(loss_fn, params, batch, stacked=bool(stacked), chunk_size=chunk_size)

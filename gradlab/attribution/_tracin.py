@@ -10,12 +10,12 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-from gradlab._src.tree import ravel
+from gradlab._src.tree import ravel, tree_size
 from gradlab._src.typing import Batch, Params
 from gradlab.attribution._common import (
     check_callable,
-    check_chunk_size,
     check_scalar_loss,
+    gradient_chunk_size,
     map_examples,
     num_examples,
     num_models,
@@ -101,7 +101,8 @@ def tracin(
         learning_rates: a scalar or ``(K,)`` learning rates, one per checkpoint.
         projection_dim: random projection dimension ``k >= 1``; ``None`` for exact products.
         key: PRNG key for the projection; required when ``projection_dim`` is given.
-        chunk_size: examples per vmapped chunk; ``None`` vmaps over all examples at once.
+        chunk_size: examples per vmapped chunk; ``None`` picks as many as keep one chunk of
+            gradients within 2**24 entries (all ``N`` for small models).
 
     Returns:
         ``(N_test, N_train)`` scores.
@@ -129,7 +130,6 @@ def tracin(
         "Database-friendly random projections", JCSS 2003.
     """
     check_callable("loss_fn", loss_fn)
-    chunk_size = check_chunk_size(chunk_size)
     if projection_dim is not None:
         projection_dim = check_dim("projection_dim", projection_dim)
         check_key("key", key, "a random projection (projection_dim is set)")
@@ -137,6 +137,7 @@ def tracin(
     num_examples("train_batch", train_batch)
     num_examples("test_batch", test_batch)
     first = jax.tree_util.tree_map(lambda p: p[0], checkpoints)
+    chunk_size = gradient_chunk_size(chunk_size, tree_size(first))
     check_scalar_loss("loss_fn", loss_fn, first, train_batch)
     lrs = jnp.asarray(learning_rates, dtype=jnp.result_type(float, *jax.tree.leaves(first)))
     if lrs.ndim == 0:
@@ -146,7 +147,6 @@ def tracin(
             f"learning_rates has shape {lrs.shape}: expected a scalar or ({num},), one per "
             "checkpoint"
         )
-    key = jax.random.key(0) if key is None else key  # unused without a projection
     return _tracin(
         loss_fn,
         checkpoints,

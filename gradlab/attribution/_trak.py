@@ -11,13 +11,14 @@ import jax.numpy as jnp
 from jax import lax
 
 from gradlab._src.errors import check_real
+from gradlab._src.tree import tree_size
 from gradlab._src.typing import Batch, Params
 from gradlab.attribution._common import (
     check_callable,
-    check_chunk_size,
     check_labels,
     check_scalar_loss,
     first_example_batch,
+    gradient_chunk_size,
     map_examples,
     num_examples,
     num_models,
@@ -66,7 +67,8 @@ def trak_features(
         batch: pytree of arrays sharing a leading example axis of size ``N``.
         dim: projection dimension ``d >= 1``.
         key: PRNG key of the projection.
-        chunk_size: examples per vmapped chunk; ``None`` vmaps over all ``N`` at once.
+        chunk_size: examples per vmapped chunk; ``None`` picks as many as keep one chunk of
+            gradients within 2**24 entries (all ``N`` for small models).
 
     Returns:
         ``(N, dim)`` features.
@@ -94,7 +96,7 @@ def trak_features(
     """
     check_callable("loss_fn", loss_fn)
     dim = check_dim("dim", dim)
-    chunk_size = check_chunk_size(chunk_size)
+    chunk_size = gradient_chunk_size(chunk_size, tree_size(params))
     num_examples("batch", batch)
     check_scalar_loss("loss_fn", loss_fn, params, batch)
     return _features(loss_fn, params, batch, key, dim=dim, chunk_size=chunk_size)
@@ -188,7 +190,8 @@ def trak_scores(
         key: PRNG key of the projections.
         stacked: whether ``params`` has a leading model axis.
         damping: ridge :math:`\lambda \ge 0` added to :math:`\Phi^\top\Phi`.
-        chunk_size: examples per vmapped chunk; ``None`` vmaps over all examples at once.
+        chunk_size: examples per vmapped chunk; ``None`` picks as many as keep one chunk of
+            gradients within 2**24 entries (all ``N`` for small models).
 
     Returns:
         ``(N_test, N_train)`` scores.
@@ -216,8 +219,8 @@ def trak_scores(
     check_callable("apply_fn", apply_fn)
     dim = check_dim("dim", dim)
     check_real("damping", damping, 0.0)
-    chunk_size = check_chunk_size(chunk_size)
     one = jax.tree_util.tree_map(lambda p: p[0], params) if stacked else params
+    chunk_size = gradient_chunk_size(chunk_size, tree_size(one))
     if stacked:
         num_models("params", params)
     for name, batch in (("train_batch", train_batch), ("test_batch", test_batch)):
