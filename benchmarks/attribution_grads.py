@@ -71,12 +71,16 @@ def run(
     def norms(p, b, c=n):
         return gl.attribution.per_example_grad_norms(loss_fn, p, b, chunk_size=c)
 
-    vmapped_jit, chunked_jit = jax.jit(vmapped), jax.jit(chunked)
+    def default(p, b):
+        return gl.attribution.per_example_grads(loss_fn, p, b)
+
+    vmapped_jit, chunked_jit, default_jit = jax.jit(vmapped), jax.jit(chunked), jax.jit(default)
     norms_jit = jax.jit(lambda p, b: norms(p, b, chunk_size))
     times = time_alternating(
         {
             "vmapped": (vmapped_jit, (params, batch)),
             "chunked": (chunked_jit, (params, batch)),
+            "default": (default_jit, (params, batch)),
             "norms_chunked": (norms_jit, (params, batch)),
             "loop": (loop, (params, batch)),
         },
@@ -85,6 +89,7 @@ def run(
     per_example = {
         "vmapped": times["vmapped"] / n,
         "chunked": times["chunked"] / n,
+        "default": times["default"] / n,
         "norms_chunked": times["norms_chunked"] / n,
         "loop": times["loop"] / loop_examples,
     }
@@ -105,6 +110,7 @@ def run(
         "seconds_per_example": per_example,
         "speedup_loop_over_vmapped": per_example["loop"] / per_example["vmapped"],
         "speedup_loop_over_chunked": per_example["loop"] / per_example["chunked"],
+        "speedup_loop_over_default": per_example["loop"] / per_example["default"],
         "speedup_loop_over_norms_chunked": per_example["loop"] / per_example["norms_chunked"],
         "peak_bytes": memory,
     }

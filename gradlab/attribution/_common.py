@@ -23,6 +23,7 @@ __all__ = [
     "check_chunk_size",
     "check_labels",
     "check_scalar_loss",
+    "even_chunk",
     "gradient_chunk_size",
     "map_examples",
     "num_examples",
@@ -142,10 +143,26 @@ def map_examples(fn: Callable[[Any], Any], batch: Any, chunk_size: int | None) -
     """``fn(example)`` for every example of ``batch``, stacked along a new leading axis.
 
     ``chunk_size=None`` vmaps over the whole batch (one chunk); otherwise examples are vmapped
-    within chunks of ``chunk_size`` and the chunks run one after another in a ``lax.map``
-    (a scan), so peak memory is that of one chunk plus the stacked outputs.
+    within chunks of at most ``chunk_size`` (see :func:`even_chunk`) and the chunks run one
+    after another in a ``lax.map`` (a scan), so peak memory is that of one chunk plus the
+    stacked outputs.
     """
     n = jax.tree_util.tree_leaves(batch)[0].shape[0]
     if chunk_size is None or chunk_size >= n:
         return jax.vmap(fn)(batch)
-    return lax.map(fn, batch, batch_size=chunk_size)
+    return lax.map(fn, batch, batch_size=even_chunk(n, chunk_size))
+
+
+def even_chunk(n: int, chunk_size: int) -> int:
+    """The largest divisor of ``n`` in ``[chunk_size / 2, chunk_size]``, else ``chunk_size``.
+
+    ``lax.map`` runs a remainder chunk separately and concatenates it to the scanned chunks,
+    which copies the whole stacked output once more; a chunk size that divides ``n`` avoids
+    that copy (it matters when the outputs are ``N x P`` gradients). At most 1,024 candidates
+    are tried, so this stays cheap for any ``n``.
+    """
+    low = max(chunk_size // 2, chunk_size - 1024, 1)
+    for size in range(chunk_size, low - 1, -1):
+        if n % size == 0:
+            return size
+    return chunk_size

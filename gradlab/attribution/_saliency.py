@@ -51,6 +51,8 @@ def _check_inputs(apply_fn: Any, params: Params, x: Any, target: Any) -> jax.Arr
         raise ValueError(
             f"x must have a leading example axis with N >= 1, got shape {jnp.shape(x)}"
         )
+    if not jnp.issubdtype(jnp.result_type(x), jnp.floating):
+        raise TypeError(f"x has dtype {jnp.result_type(x)}: expected real floating-point inputs")
     n = jnp.shape(x)[0]
     one = jax.ShapeDtypeStruct((1, *jnp.shape(x)[1:]), jnp.result_type(x))
     out = jax.eval_shape(apply_fn, params, one)
