@@ -97,6 +97,7 @@ def run(
     memory = {
         "grads_unchunked": _peak_bytes(vmapped, params, batch),
         "grads_chunked": _peak_bytes(chunked, params, batch),
+        "grads_default": _peak_bytes(default, params, batch),
         "norms_unchunked": _peak_bytes(norms, params, batch),
         "norms_chunked": _peak_bytes(lambda p, b: norms(p, b, chunk_size), params, batch),
         "n_times_p_float32": n * sum(int(p.size) for p in jax.tree.leaves(params)) * 4,
