@@ -69,7 +69,7 @@ def test_blocked_projection_equals_one_block(problem, monkeypatch):
 def test_chunked_features_never_hold_all_gradients(x64):
     # the compiled chunked program's scratch memory stays below the (N, P) gradient matrix
     # (chunk gradients + one block of R + features), the unchunked one's does not
-    params = mlp_params(jax.random.key(14), sizes=(3, 32, 32, 4))
+    params = mlp_params(jax.random.key(14), sizes=(3, 16, 16, 4))
     size = sum(p.size for p in jax.tree.leaves(params))
     batch = data(jax.random.key(15), n=32)
 
@@ -82,7 +82,7 @@ def test_chunked_features_never_hold_all_gradients(x64):
         return f.lower(params, batch).compile().memory_analysis().temp_size_in_bytes
 
     full_matrix = 32 * size * 8
-    assert temp_bytes(4) < full_matrix < temp_bytes(None)  # unchunked does hold them
+    assert temp_bytes(4) < full_matrix < temp_bytes(32)  # one chunk of all 32 does hold them
 
 
 def _reference_scores(params_list, train, test, key, dim, damping):
