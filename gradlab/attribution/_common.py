@@ -30,6 +30,7 @@ __all__ = [
     "num_models",
     "one_example",
     "split_supervised_batch",
+    "static_fn",
 ]
 
 
@@ -44,6 +45,31 @@ def check_callable(name: str, value: Any) -> None:
 #: large enough that vmap amortises everything, small enough to stay out of the memory-bound
 #: regime of writing huge fresh buffers (see docs/performance.md).
 AUTO_CHUNK_ENTRIES = 2**24
+
+
+class _ByIdentity:
+    """A callable wrapper hashed by identity, for functions that cannot be hashed themselves."""
+
+    __slots__ = ("fn",)
+
+    def __init__(self, fn: Callable[..., Any]) -> None:
+        self.fn = fn
+
+    def __call__(self, *args: Any) -> Any:
+        return self.fn(*args)
+
+
+def static_fn(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """``fn`` itself if hashable (a static ``jit`` argument, cached across calls), else wrapped.
+
+    The compiled programs are cached on the user's function object; an unhashable callable
+    (e.g. an instance of a class that defines ``__eq__`` only) still works, compiled per call.
+    """
+    try:
+        hash(fn)
+    except TypeError:
+        return _ByIdentity(fn)
+    return fn
 
 
 def check_chunk_size(chunk_size: int | None) -> int | None:

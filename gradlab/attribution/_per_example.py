@@ -17,6 +17,7 @@ from gradlab.attribution._common import (
     map_examples,
     num_examples,
     one_example,
+    static_fn,
 )
 
 __all__ = ["example_grad_fn", "per_example_grad_norms", "per_example_grads"]
@@ -107,7 +108,7 @@ def per_example_grads(
         computations in convolutional neural networks", https://arxiv.org/abs/1912.06015.
     """
     chunk_size = _prepare(loss_fn, params, batch, chunk_size)
-    return _grads(loss_fn, params, batch, chunk_size=chunk_size)
+    return _grads(static_fn(loss_fn), params, batch, chunk_size=chunk_size)
 
 
 def per_example_grad_norms(
@@ -153,4 +154,4 @@ def per_example_grad_norms(
         https://arxiv.org/abs/1510.01799.
     """
     chunk_size = _prepare(loss_fn, params, batch, chunk_size)
-    return _norms(loss_fn, params, batch, chunk_size=chunk_size)
+    return _norms(static_fn(loss_fn), params, batch, chunk_size=chunk_size)

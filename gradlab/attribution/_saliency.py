@@ -13,7 +13,7 @@ from jax import lax
 
 from gradlab._src.errors import check_choice, check_int
 from gradlab._src.typing import Params
-from gradlab.attribution._common import check_callable, check_labels
+from gradlab.attribution._common import check_callable, check_labels, static_fn
 
 __all__ = ["IntegratedGradients", "gradient_x_input", "integrated_gradients", "saliency"]
 
@@ -137,7 +137,7 @@ def saliency(
         Classification Models and Saliency Maps", https://arxiv.org/abs/1312.6034.
     """
     target = _check_inputs(apply_fn, params, x, target)
-    grads = _input_grads(apply_fn, params, jnp.asarray(x), target)
+    grads = _input_grads(static_fn(apply_fn), params, jnp.asarray(x), target)
     return jnp.abs(grads) if absolute else grads
 
 
@@ -281,4 +281,4 @@ def integrated_gradients(
         )
     baseline = jnp.broadcast_to(baseline, x.shape)
     alphas, weights = _quadrature(num_steps, method)
-    return _integrate(apply_fn, params, x, baseline, target, alphas, weights)
+    return _integrate(static_fn(apply_fn), params, x, baseline, target, alphas, weights)

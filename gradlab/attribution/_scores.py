@@ -24,6 +24,7 @@ from gradlab.attribution._common import (
     num_models,
     one_example,
     split_supervised_batch,
+    static_fn,
 )
 from gradlab.attribution._per_example import example_grad_fn
 
@@ -133,7 +134,7 @@ def el2n(
         raise ValueError(
             f"target distributions must have shape (N, {num_classes}), got {jnp.shape(labels)}"
         )
-    return _el2n(apply_fn, params, batch, stacked=bool(stacked), chunk_size=chunk_size)
+    return _el2n(static_fn(apply_fn), params, batch, stacked=bool(stacked), chunk_size=chunk_size)
 
 
 @partial(jax.jit, static_argnums=(0,), static_argnames=("stacked", "chunk_size"))
@@ -201,4 +202,4 @@ def grand(
     if stacked:
         num_models("params", params)
     check_scalar_loss("loss_fn", loss_fn, one, batch)
-    return _grand(loss_fn, params, batch, stacked=bool(stacked), chunk_size=chunk_size)
+    return _grand(static_fn(loss_fn), params, batch, stacked=bool(stacked), chunk_size=chunk_size)

@@ -19,6 +19,7 @@ from gradlab.attribution._common import (
     map_examples,
     num_examples,
     num_models,
+    static_fn,
 )
 from gradlab.attribution._per_example import example_grad_fn
 from gradlab.attribution._projection import check_dim, check_key, projector
@@ -148,7 +149,7 @@ def tracin(
             "checkpoint"
         )
     return _tracin(
-        loss_fn,
+        static_fn(loss_fn),
         checkpoints,
         lrs,
         train_batch,

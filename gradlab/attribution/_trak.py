@@ -24,6 +24,7 @@ from gradlab.attribution._common import (
     num_models,
     one_example,
     split_supervised_batch,
+    static_fn,
 )
 from gradlab.attribution._projection import check_dim, projector
 from gradlab.attribution._tracin import flat_grad_fn
@@ -99,7 +100,7 @@ def trak_features(
     chunk_size = gradient_chunk_size(chunk_size, tree_size(params))
     num_examples("batch", batch)
     check_scalar_loss("loss_fn", loss_fn, params, batch)
-    return _features(loss_fn, params, batch, key, dim=dim, chunk_size=chunk_size)
+    return _features(static_fn(loss_fn), params, batch, key, dim=dim, chunk_size=chunk_size)
 
 
 def margin_fn(apply_fn: Any) -> Callable[[Params, Batch], jax.Array]:
@@ -237,7 +238,7 @@ def trak_scores(
         check_labels(f"{name} labels", labels, out.shape[1])
     check_scalar_loss("the TRAK margin", margin_fn(apply_fn), one, train_batch)
     return _scores(
-        apply_fn,
+        static_fn(apply_fn),
         params,
         train_batch,
         test_batch,
