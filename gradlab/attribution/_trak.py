@@ -46,10 +46,11 @@ def trak_features(
     key: jax.Array,
     chunk_size: int | None = None,
 ) -> jax.Array:
-    r"""Randomly projected per-example gradients :math:`\phi_i = R^\top \nabla_\theta f(\theta,
-    z_i)`.
+    r"""Randomly projected per-example gradients, never storing the ``(N, P)`` gradient matrix.
 
-    :math:`R \in \mathbb{R}^{P \times d}` has i.i.d. Rademacher entries :math:`\pm 1/\sqrt{d}`
+    .. math:: \phi_i = R^\top \nabla_\theta\, \mathrm{loss\_fn}(\theta, \{z_i\}),
+
+    where :math:`R \in \mathbb{R}^{P \times d}` has i.i.d. Rademacher entries :math:`\pm 1/\sqrt{d}`
     drawn from ``key`` (the same key gives the same :math:`R`, so train and test features are
     comparable), so :math:`\langle \phi_i, \phi_j \rangle` is an unbiased, Johnson-Lindenstrauss
     estimate of :math:`\langle g_i, g_j \rangle`. The ``N x P`` gradient matrix is never formed:
@@ -104,8 +105,10 @@ def trak_features(
 
 
 def margin_fn(apply_fn: Any) -> Callable[[Params, Batch], jax.Array]:
-    """TRAK's classification output :math:`\\log(p_y / (1 - p_y)) = z_y - \\mathrm{lse}_{k \\ne
-    y} z_k` of a batch of one ``(inputs, label)``."""
+    """TRAK's classification output on a batch of one ``(inputs, label)``.
+
+    ``log(p_y / (1 - p_y)) = z_y - logsumexp_{k != y} z_k`` for logits ``z``.
+    """
 
     def margin(params: Params, batch: Batch) -> jax.Array:
         x, y = batch
