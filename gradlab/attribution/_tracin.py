@@ -4,12 +4,13 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from functools import partial
-from typing import Any
+from typing import Any, Literal
 
 import jax
 import jax.numpy as jnp
 from jax import lax
 
+from gradlab._src.errors import check_choice
 from gradlab._src.tree import ravel, tree_size
 from gradlab._src.typing import Batch, Params
 from gradlab.attribution._common import (
@@ -22,7 +23,7 @@ from gradlab.attribution._common import (
     static_fn,
 )
 from gradlab.attribution._per_example import example_grad_fn
-from gradlab.attribution._projection import check_dim, check_key, projector
+from gradlab.attribution._projection import PROJECTIONS, check_dim, check_key, make_projector
 
 __all__ = ["tracin"]
 
@@ -40,19 +41,23 @@ def flat_grad_fn(
     return one
 
 
-@partial(jax.jit, static_argnums=(0,), static_argnames=("dim", "chunk_size"))
-def _tracin(loss_fn, checkpoints, lrs, train_batch, test_batch, key, *, dim, chunk_size):
+@partial(jax.jit, static_argnums=(0,), static_argnames=("dim", "projection", "chunk_size"))
+def _tracin(loss_fn, checkpoints, lrs, train, test, key, *, dim, projection, chunk_size):
     def one_checkpoint(acc: jax.Array, inputs: Any) -> tuple[jax.Array, None]:
         k, params, lr = inputs
-        project = None if dim is None else projector(jax.random.fold_in(key, k), params, dim)
+        project = (
+            None
+            if dim is None
+            else make_projector(projection, jax.random.fold_in(key, k), params, dim)
+        )
         feature = flat_grad_fn(loss_fn, params, project)
-        test = map_examples(feature, test_batch, chunk_size)  # (N_test, P or dim)
+        test_features = map_examples(feature, test, chunk_size)  # (N_test, P or dim)
         # stream the training examples: only a chunk of their gradients exists at a time
-        cols = map_examples(lambda z: test @ feature(z), train_batch, chunk_size)
+        cols = map_examples(lambda z: test_features @ feature(z), train, chunk_size)
         return acc + lr * cols.T, None
 
-    n_train = jax.tree_util.tree_leaves(train_batch)[0].shape[0]
-    n_test = jax.tree_util.tree_leaves(test_batch)[0].shape[0]
+    n_train = jax.tree_util.tree_leaves(train)[0].shape[0]
+    n_test = jax.tree_util.tree_leaves(test)[0].shape[0]
     dtype = lrs.dtype
     num = lrs.shape[0]
     acc, _ = lax.scan(
@@ -70,6 +75,7 @@ def tracin(
     learning_rates: Any,
     projection_dim: int | None = None,
     key: jax.Array | None = None,
+    projection: Literal["rademacher", "kronecker"] = "rademacher",
     chunk_size: int | None = None,
 ) -> jax.Array:
     r"""TracInCP scores: influence of every training example on every test example.
@@ -102,6 +108,10 @@ def tracin(
         learning_rates: a scalar or ``(K,)`` learning rates, one per checkpoint.
         projection_dim: random projection dimension ``k >= 1``; ``None`` for exact products.
         key: PRNG key for the projection; required when ``projection_dim`` is given.
+        projection: ``"rademacher"`` (i.i.d. entries, ``P x dim`` multiply-adds per example) or
+            ``"kronecker"`` (``R_a ⊗ R_b`` on the gradient reshaped to a near-square matrix,
+            about ``P sqrt(dim)``; unbiased too, with heavier tails; pick ``dim`` with a
+            balanced factorisation such as a power of two).
         chunk_size: examples per vmapped chunk; ``None`` picks as many as keep one chunk of
             gradients within 2**24 entries (all ``N`` for small models).
 
@@ -134,6 +144,7 @@ def tracin(
     if projection_dim is not None:
         projection_dim = check_dim("projection_dim", projection_dim)
         check_key("key", key, "a random projection (projection_dim is set)")
+    check_choice("projection", projection, PROJECTIONS)
     num = num_models("checkpoints", checkpoints)
     num_examples("train_batch", train_batch)
     num_examples("test_batch", test_batch)
@@ -156,5 +167,6 @@ def tracin(
         test_batch,
         key,
         dim=projection_dim,
+        projection=projection,
         chunk_size=chunk_size,
     )
