@@ -8,8 +8,8 @@ Digits has 1,797 images, so the N=4,096 examples are the first 1,024 repeated fo
 
 Reports, from one run with alternating repeats:
 
-* **time per example** of :func:`gradlab.attribution.per_example_grads` (one chunk, and
-  ``chunk_size=256``) against a Python loop that calls a jitted single-example ``jax.grad`` once
+* **time per example** of :func:`gradlab.attribution.per_example_grads` (one chunk of all N
+  examples, and ``chunk_size=256``; the default ``None`` takes 642 here) against a Python loop that calls a jitted single-example ``jax.grad`` once
   per example (timed over ``loop_examples`` examples, the per-example time scaled), and their
   ratio ``loop / vmapped`` (higher is better), and the same for
   :func:`gradlab.attribution.per_example_grad_norms` (``chunk_size=256``), which computes the
@@ -55,8 +55,8 @@ def run(
     """Time and memory of per-example gradients for ``n`` examples; returns a JSON-able dict."""
     params, loss_fn, batch = _batch(n)
 
-    def vmapped(p, b):
-        return gl.attribution.per_example_grads(loss_fn, p, b)
+    def vmapped(p, b):  # one chunk of all n examples
+        return gl.attribution.per_example_grads(loss_fn, p, b, chunk_size=n)
 
     def chunked(p, b):
         return gl.attribution.per_example_grads(loss_fn, p, b, chunk_size=chunk_size)
@@ -68,15 +68,19 @@ def run(
     def loop(p, _):
         return [single(p, e) for e in examples]
 
-    def norms(p, b, c=None):
+    def norms(p, b, c=n):
         return gl.attribution.per_example_grad_norms(loss_fn, p, b, chunk_size=c)
 
-    vmapped_jit, chunked_jit = jax.jit(vmapped), jax.jit(chunked)
+    def default(p, b):
+        return gl.attribution.per_example_grads(loss_fn, p, b)
+
+    vmapped_jit, chunked_jit, default_jit = jax.jit(vmapped), jax.jit(chunked), jax.jit(default)
     norms_jit = jax.jit(lambda p, b: norms(p, b, chunk_size))
     times = time_alternating(
         {
             "vmapped": (vmapped_jit, (params, batch)),
             "chunked": (chunked_jit, (params, batch)),
+            "default": (default_jit, (params, batch)),
             "norms_chunked": (norms_jit, (params, batch)),
             "loop": (loop, (params, batch)),
         },
@@ -85,6 +89,7 @@ def run(
     per_example = {
         "vmapped": times["vmapped"] / n,
         "chunked": times["chunked"] / n,
+        "default": times["default"] / n,
         "norms_chunked": times["norms_chunked"] / n,
         "loop": times["loop"] / loop_examples,
     }
@@ -92,6 +97,7 @@ def run(
     memory = {
         "grads_unchunked": _peak_bytes(vmapped, params, batch),
         "grads_chunked": _peak_bytes(chunked, params, batch),
+        "grads_default": _peak_bytes(default, params, batch),
         "norms_unchunked": _peak_bytes(norms, params, batch),
         "norms_chunked": _peak_bytes(lambda p, b: norms(p, b, chunk_size), params, batch),
         "n_times_p_float32": n * sum(int(p.size) for p in jax.tree.leaves(params)) * 4,
@@ -105,6 +111,7 @@ def run(
         "seconds_per_example": per_example,
         "speedup_loop_over_vmapped": per_example["loop"] / per_example["vmapped"],
         "speedup_loop_over_chunked": per_example["loop"] / per_example["chunked"],
+        "speedup_loop_over_default": per_example["loop"] / per_example["default"],
         "speedup_loop_over_norms_chunked": per_example["loop"] / per_example["norms_chunked"],
         "peak_bytes": memory,
     }

@@ -23,11 +23,14 @@ __all__ = [
     "check_chunk_size",
     "check_labels",
     "check_scalar_loss",
+    "even_chunk",
+    "gradient_chunk_size",
     "map_examples",
     "num_examples",
     "num_models",
     "one_example",
     "split_supervised_batch",
+    "static_fn",
 ]
 
 
@@ -37,11 +40,51 @@ def check_callable(name: str, value: Any) -> None:
         raise TypeError(f"{name}={value!r} must be a callable, got {type(value).__name__}")
 
 
+#: With ``chunk_size=None``, functions that compute per-example *parameter* gradients vmap over
+#: as many examples as keep one chunk of gradients within this many entries (64 MiB in float32):
+#: large enough that vmap amortises everything, small enough to stay out of the memory-bound
+#: regime of writing huge fresh buffers (see docs/performance.md).
+AUTO_CHUNK_ENTRIES = 2**24
+
+
+class _ByIdentity:
+    """A callable wrapper hashed by identity, for functions that cannot be hashed themselves."""
+
+    __slots__ = ("fn",)
+
+    def __init__(self, fn: Callable[..., Any]) -> None:
+        self.fn = fn
+
+    def __call__(self, *args: Any) -> Any:
+        return self.fn(*args)
+
+
+def static_fn(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """``fn`` itself if hashable (a static ``jit`` argument, cached across calls), else wrapped.
+
+    The compiled programs are cached on the user's function object; an unhashable callable
+    (e.g. an instance of a class that defines ``__eq__`` only) still works, compiled per call.
+    """
+    try:
+        hash(fn)
+    except TypeError:
+        return _ByIdentity(fn)
+    return fn
+
+
 def check_chunk_size(chunk_size: int | None) -> int | None:
     """``None`` (one chunk) or a positive int; raise ``ValueError`` otherwise."""
     if chunk_size is None:
         return None
     return check_int("chunk_size", chunk_size, 1)
+
+
+def gradient_chunk_size(chunk_size: int | None, num_params: int) -> int:
+    """Validated ``chunk_size``, or (``None``) ``AUTO_CHUNK_ENTRIES // num_params`` examples."""
+    chunk_size = check_chunk_size(chunk_size)
+    if chunk_size is None:
+        return max(1, AUTO_CHUNK_ENTRIES // max(num_params, 1))
+    return chunk_size
 
 
 def num_examples(name: str, batch: Any) -> int:
@@ -126,10 +169,26 @@ def map_examples(fn: Callable[[Any], Any], batch: Any, chunk_size: int | None) -
     """``fn(example)`` for every example of ``batch``, stacked along a new leading axis.
 
     ``chunk_size=None`` vmaps over the whole batch (one chunk); otherwise examples are vmapped
-    within chunks of ``chunk_size`` and the chunks run one after another in a ``lax.map``
-    (a scan), so peak memory is that of one chunk plus the stacked outputs.
+    within chunks of at most ``chunk_size`` (see :func:`even_chunk`) and the chunks run one
+    after another in a ``lax.map`` (a scan), so peak memory is that of one chunk plus the
+    stacked outputs.
     """
     n = jax.tree_util.tree_leaves(batch)[0].shape[0]
     if chunk_size is None or chunk_size >= n:
         return jax.vmap(fn)(batch)
-    return lax.map(fn, batch, batch_size=chunk_size)
+    return lax.map(fn, batch, batch_size=even_chunk(n, chunk_size))
+
+
+def even_chunk(n: int, chunk_size: int) -> int:
+    """The largest divisor of ``n`` in ``[chunk_size / 2, chunk_size]``, else ``chunk_size``.
+
+    ``lax.map`` runs a remainder chunk separately and concatenates it to the scanned chunks,
+    which copies the whole stacked output once more; a chunk size that divides ``n`` avoids
+    that copy (it matters when the outputs are ``N x P`` gradients). At most 1,024 candidates
+    are tried, so this stays cheap for any ``n``.
+    """
+    low = max(chunk_size // 2, chunk_size - 1024, 1)
+    for size in range(chunk_size, low - 1, -1):
+        if n % size == 0:
+            return size
+    return chunk_size

@@ -8,15 +8,16 @@ from typing import Any
 
 import jax
 
-from gradlab._src.tree import tree_norm
+from gradlab._src.tree import tree_norm, tree_size
 from gradlab._src.typing import Batch, Params
 from gradlab.attribution._common import (
     check_callable,
-    check_chunk_size,
     check_scalar_loss,
+    gradient_chunk_size,
     map_examples,
     num_examples,
     one_example,
+    static_fn,
 )
 
 __all__ = ["example_grad_fn", "per_example_grad_norms", "per_example_grads"]
@@ -45,9 +46,9 @@ def _norms(loss_fn: Any, params: Params, batch: Batch, *, chunk_size: int | None
     return map_examples(lambda example: tree_norm(grad_one(example)), batch, chunk_size)
 
 
-def _prepare(loss_fn: Any, params: Params, batch: Batch, chunk_size: Any) -> int | None:
+def _prepare(loss_fn: Any, params: Params, batch: Batch, chunk_size: Any) -> int:
     check_callable("loss_fn", loss_fn)
-    chunk_size = check_chunk_size(chunk_size)
+    chunk_size = gradient_chunk_size(chunk_size, tree_size(params))
     num_examples("batch", batch)
     check_scalar_loss("loss_fn", loss_fn, params, batch)
     return chunk_size
@@ -77,7 +78,8 @@ def per_example_grads(
         loss_fn: ``loss_fn(params, batch) -> scalar``.
         params: point at which the gradients are taken (any pytree of float arrays).
         batch: pytree of arrays sharing a leading example axis of size ``N``.
-        chunk_size: examples per vmapped chunk; ``None`` vmaps over all ``N`` at once.
+        chunk_size: examples per vmapped chunk; ``None`` picks as many as keep one chunk of
+            gradients within 2**24 entries (all ``N`` for small models).
 
     Returns:
         A pytree like ``params`` whose every leaf has an extra leading axis of size ``N``.
@@ -106,7 +108,7 @@ def per_example_grads(
         computations in convolutional neural networks", https://arxiv.org/abs/1912.06015.
     """
     chunk_size = _prepare(loss_fn, params, batch, chunk_size)
-    return _grads(loss_fn, params, batch, chunk_size=chunk_size)
+    return _grads(static_fn(loss_fn), params, batch, chunk_size=chunk_size)
 
 
 def per_example_grad_norms(
@@ -120,14 +122,15 @@ def per_example_grad_norms(
 
     The same :math:`g_i` as :func:`per_example_grads`, but each gradient is reduced to its norm
     inside the map, so only one chunk of gradients lives at a time: memory is ``chunk_size x P``
-    plus ``N`` floats, instead of ``N x P``. Pass a ``chunk_size`` to get that bound (``None``
-    is a single chunk of all ``N`` examples).
+    plus ``N`` floats, instead of ``N x P`` (with ``chunk_size=None`` a chunk holds at most
+    2**24 gradient entries).
 
     Args:
         loss_fn: ``loss_fn(params, batch) -> scalar``.
         params: point at which the gradients are taken.
         batch: pytree of arrays sharing a leading example axis of size ``N``.
-        chunk_size: examples per vmapped chunk; ``None`` vmaps over all ``N`` at once.
+        chunk_size: examples per vmapped chunk; ``None`` picks as many as keep one chunk of
+            gradients within 2**24 entries (all ``N`` for small models).
 
     Returns:
         ``(N,)`` array of gradient norms.
@@ -151,4 +154,4 @@ def per_example_grad_norms(
         https://arxiv.org/abs/1510.01799.
     """
     chunk_size = _prepare(loss_fn, params, batch, chunk_size)
-    return _norms(loss_fn, params, batch, chunk_size=chunk_size)
+    return _norms(static_fn(loss_fn), params, batch, chunk_size=chunk_size)

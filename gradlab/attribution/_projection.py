@@ -16,12 +16,26 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jax import lax
 
 from gradlab._src.errors import check_int
 from gradlab._src.tree import tree_dtype, tree_size
 
-__all__ = ["BLOCK_ENTRIES", "block_rows", "check_dim", "check_key", "projector"]
+__all__ = [
+    "BLOCK_ENTRIES",
+    "PROJECTIONS",
+    "block_rows",
+    "check_dim",
+    "check_key",
+    "kronecker_factors",
+    "make_projector",
+    "projector",
+]
+
+#: Projection kinds: i.i.d. Rademacher (``P x dim`` multiply-adds per example) or the Kronecker
+#: product of two small Rademacher matrices (about ``P sqrt(dim)``).
+PROJECTIONS = ("rademacher", "kronecker")
 
 #: Entries of one generated block of the projection (``block_rows x dim``): 4M floats, 16 MiB.
 BLOCK_ENTRIES = 2**22
@@ -71,3 +85,50 @@ def projector(key: jax.Array, like: Any, dim: int) -> Callable[[jax.Array], jax.
         return scale * acc
 
     return project
+
+
+def kronecker_factors(num_params: int, dim: int) -> tuple[int, int, int, int]:
+    """``(a, b, k_a, k_b)``: the flat gradient padded to an ``a x b`` matrix, ``k_a k_b = dim``.
+
+    ``a = ceil(sqrt(P))``, ``b = ceil(P / a)``; ``k_b`` is the largest divisor of ``dim`` not
+    above ``sqrt(dim)`` (the cost ``a b k_b + a k_a k_b`` is smallest when the factor applied
+    to the long side is the small one).
+    """
+    a = max(1, int(np.ceil(np.sqrt(num_params))))
+    b = max(1, -(-num_params // a))
+    k_b = max(d for d in range(1, int(np.sqrt(dim)) + 1) if dim % d == 0)
+    return a, b, dim // k_b, k_b
+
+
+def kronecker_projector(key: jax.Array, like: Any, dim: int) -> Callable[[jax.Array], jax.Array]:
+    """``flat -> vec(R_a^T M R_b)`` with ``M`` the zero-padded ``(a, b)`` reshape of ``flat``.
+
+    Equals ``padded_flat @ kron(R_a, R_b)`` with independent Rademacher ``R_a (a, k_a)``,
+    ``R_b (b, k_b)`` scaled by ``1/sqrt(k_a)``, ``1/sqrt(k_b)``, so inner products stay
+    unbiased; only ``a k_a + b k_b`` random entries are drawn.
+    """
+    num_params = tree_size(like)
+    dtype = tree_dtype(like)
+    a, b, k_a, k_b = kronecker_factors(num_params, dim)
+    key_a, key_b = jax.random.split(key)
+
+    def project(flat: jax.Array) -> jax.Array:
+        r_a = jax.random.rademacher(key_a, (a, k_a), dtype=dtype) / jnp.sqrt(
+            jnp.asarray(k_a, dtype)
+        )
+        r_b = jax.random.rademacher(key_b, (b, k_b), dtype=dtype) / jnp.sqrt(
+            jnp.asarray(k_b, dtype)
+        )
+        m = jnp.pad(flat.astype(dtype), (0, a * b - num_params)).reshape(a, b)
+        return (r_a.T @ (m @ r_b)).reshape(dim)
+
+    return project
+
+
+def make_projector(
+    kind: str, key: jax.Array, like: Any, dim: int
+) -> Callable[[jax.Array], jax.Array]:
+    """The projection of the given ``kind`` (one of :data:`PROJECTIONS`)."""
+    if kind == "kronecker":
+        return kronecker_projector(key, like, dim)
+    return projector(key, like, dim)

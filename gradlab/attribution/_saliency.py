@@ -13,7 +13,7 @@ from jax import lax
 
 from gradlab._src.errors import check_choice, check_int
 from gradlab._src.typing import Params
-from gradlab.attribution._common import check_callable, check_labels
+from gradlab.attribution._common import check_callable, check_labels, static_fn
 
 __all__ = ["IntegratedGradients", "gradient_x_input", "integrated_gradients", "saliency"]
 
@@ -29,6 +29,14 @@ class IntegratedGradients(NamedTuple):
         completeness_gap: ``(N,)``: ``sum(attributions_i) - (F(x_i) - F(baseline_i))``, zero for
             exact integration (the completeness axiom); its size measures the quadrature error.
         output_difference: ``(N,)``: ``F(x_i) - F(baseline_i)``, the scale to compare the gap to.
+
+    Examples:
+        >>> import jax.numpy as jnp
+        >>> import gradlab as gl
+        >>> ig = gl.attribution.integrated_gradients(
+        ...     lambda w, x: x @ w, jnp.ones((2, 1)), jnp.array([[1.0, 2.0]]), baseline=0.0)
+        >>> ig.attributions, ig.completeness_gap  # linear model: exact
+        (Array([[1., 2.]], dtype=float32), Array([0.], dtype=float32))
     """
 
     attributions: jax.Array
@@ -43,6 +51,8 @@ def _check_inputs(apply_fn: Any, params: Params, x: Any, target: Any) -> jax.Arr
         raise ValueError(
             f"x must have a leading example axis with N >= 1, got shape {jnp.shape(x)}"
         )
+    if not jnp.issubdtype(jnp.result_type(x), jnp.floating):
+        raise TypeError(f"x has dtype {jnp.result_type(x)}: expected real floating-point inputs")
     n = jnp.shape(x)[0]
     one = jax.ShapeDtypeStruct((1, *jnp.shape(x)[1:]), jnp.result_type(x))
     out = jax.eval_shape(apply_fn, params, one)
@@ -127,7 +137,7 @@ def saliency(
         Classification Models and Saliency Maps", https://arxiv.org/abs/1312.6034.
     """
     target = _check_inputs(apply_fn, params, x, target)
-    grads = _input_grads(apply_fn, params, jnp.asarray(x), target)
+    grads = _input_grads(static_fn(apply_fn), params, jnp.asarray(x), target)
     return jnp.abs(grads) if absolute else grads
 
 
@@ -271,4 +281,4 @@ def integrated_gradients(
         )
     baseline = jnp.broadcast_to(baseline, x.shape)
     alphas, weights = _quadrature(num_steps, method)
-    return _integrate(apply_fn, params, x, baseline, target, alphas, weights)
+    return _integrate(static_fn(apply_fn), params, x, baseline, target, alphas, weights)

@@ -10,7 +10,7 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-from gradlab._src.tree import tree_norm
+from gradlab._src.tree import tree_norm, tree_size
 from gradlab._src.typing import Batch, Params
 from gradlab.attribution._common import (
     check_callable,
@@ -18,11 +18,13 @@ from gradlab.attribution._common import (
     check_labels,
     check_scalar_loss,
     first_example_batch,
+    gradient_chunk_size,
     map_examples,
     num_examples,
     num_models,
     one_example,
     split_supervised_batch,
+    static_fn,
 )
 from gradlab.attribution._per_example import example_grad_fn
 
@@ -132,7 +134,7 @@ def el2n(
         raise ValueError(
             f"target distributions must have shape (N, {num_classes}), got {jnp.shape(labels)}"
         )
-    return _el2n(apply_fn, params, batch, stacked=bool(stacked), chunk_size=chunk_size)
+    return _el2n(static_fn(apply_fn), params, batch, stacked=bool(stacked), chunk_size=chunk_size)
 
 
 @partial(jax.jit, static_argnums=(0,), static_argnames=("stacked", "chunk_size"))
@@ -168,7 +170,8 @@ def grand(
             axis of every leaf.
         batch: pytree of arrays sharing a leading example axis of size ``N``.
         stacked: whether ``params`` carries a leading model axis to average over.
-        chunk_size: examples per vmapped chunk; ``None`` vmaps over all ``N`` at once.
+        chunk_size: examples per vmapped chunk; ``None`` picks as many as keep one chunk of
+            gradients within 2**24 entries (all ``N`` for small models).
 
     Returns:
         ``(N,)`` scores.
@@ -193,9 +196,10 @@ def grand(
         Early in Training", NeurIPS 2021, https://arxiv.org/abs/2107.07075.
     """
     check_callable("loss_fn", loss_fn)
-    chunk_size = check_chunk_size(chunk_size)
+    one = _first_model(params) if stacked else params
+    chunk_size = gradient_chunk_size(chunk_size, tree_size(one))
     num_examples("batch", batch)
     if stacked:
         num_models("params", params)
-    check_scalar_loss("loss_fn", loss_fn, _first_model(params) if stacked else params, batch)
-    return _grand(loss_fn, params, batch, stacked=bool(stacked), chunk_size=chunk_size)
+    check_scalar_loss("loss_fn", loss_fn, one, batch)
+    return _grand(static_fn(loss_fn), params, batch, stacked=bool(stacked), chunk_size=chunk_size)

@@ -4,24 +4,26 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from functools import partial
-from typing import Any
+from typing import Any, Literal
 
 import jax
 import jax.numpy as jnp
 from jax import lax
 
-from gradlab._src.tree import ravel
+from gradlab._src.errors import check_choice
+from gradlab._src.tree import ravel, tree_size
 from gradlab._src.typing import Batch, Params
 from gradlab.attribution._common import (
     check_callable,
-    check_chunk_size,
     check_scalar_loss,
+    gradient_chunk_size,
     map_examples,
     num_examples,
     num_models,
+    static_fn,
 )
 from gradlab.attribution._per_example import example_grad_fn
-from gradlab.attribution._projection import check_dim, check_key, projector
+from gradlab.attribution._projection import PROJECTIONS, check_dim, check_key, make_projector
 
 __all__ = ["tracin"]
 
@@ -39,19 +41,23 @@ def flat_grad_fn(
     return one
 
 
-@partial(jax.jit, static_argnums=(0,), static_argnames=("dim", "chunk_size"))
-def _tracin(loss_fn, checkpoints, lrs, train_batch, test_batch, key, *, dim, chunk_size):
+@partial(jax.jit, static_argnums=(0,), static_argnames=("dim", "projection", "chunk_size"))
+def _tracin(loss_fn, checkpoints, lrs, train, test, key, *, dim, projection, chunk_size):
     def one_checkpoint(acc: jax.Array, inputs: Any) -> tuple[jax.Array, None]:
         k, params, lr = inputs
-        project = None if dim is None else projector(jax.random.fold_in(key, k), params, dim)
+        project = (
+            None
+            if dim is None
+            else make_projector(projection, jax.random.fold_in(key, k), params, dim)
+        )
         feature = flat_grad_fn(loss_fn, params, project)
-        test = map_examples(feature, test_batch, chunk_size)  # (N_test, P or dim)
+        test_features = map_examples(feature, test, chunk_size)  # (N_test, P or dim)
         # stream the training examples: only a chunk of their gradients exists at a time
-        cols = map_examples(lambda z: test @ feature(z), train_batch, chunk_size)
+        cols = map_examples(lambda z: test_features @ feature(z), train, chunk_size)
         return acc + lr * cols.T, None
 
-    n_train = jax.tree_util.tree_leaves(train_batch)[0].shape[0]
-    n_test = jax.tree_util.tree_leaves(test_batch)[0].shape[0]
+    n_train = jax.tree_util.tree_leaves(train)[0].shape[0]
+    n_test = jax.tree_util.tree_leaves(test)[0].shape[0]
     dtype = lrs.dtype
     num = lrs.shape[0]
     acc, _ = lax.scan(
@@ -69,6 +75,7 @@ def tracin(
     learning_rates: Any,
     projection_dim: int | None = None,
     key: jax.Array | None = None,
+    projection: Literal["rademacher", "kronecker"] = "rademacher",
     chunk_size: int | None = None,
 ) -> jax.Array:
     r"""TracInCP scores: influence of every training example on every test example.
@@ -101,7 +108,12 @@ def tracin(
         learning_rates: a scalar or ``(K,)`` learning rates, one per checkpoint.
         projection_dim: random projection dimension ``k >= 1``; ``None`` for exact products.
         key: PRNG key for the projection; required when ``projection_dim`` is given.
-        chunk_size: examples per vmapped chunk; ``None`` vmaps over all examples at once.
+        projection: ``"rademacher"`` (i.i.d. entries, ``P x dim`` multiply-adds per example) or
+            ``"kronecker"`` (``R_a ⊗ R_b`` on the gradient reshaped to a near-square matrix,
+            about ``P sqrt(dim)``; unbiased too, with heavier tails; pick ``dim`` with a
+            balanced factorisation such as a power of two).
+        chunk_size: examples per vmapped chunk; ``None`` picks as many as keep one chunk of
+            gradients within 2**24 entries (all ``N`` for small models).
 
     Returns:
         ``(N_test, N_train)`` scores.
@@ -129,14 +141,15 @@ def tracin(
         "Database-friendly random projections", JCSS 2003.
     """
     check_callable("loss_fn", loss_fn)
-    chunk_size = check_chunk_size(chunk_size)
     if projection_dim is not None:
         projection_dim = check_dim("projection_dim", projection_dim)
         check_key("key", key, "a random projection (projection_dim is set)")
+    check_choice("projection", projection, PROJECTIONS)
     num = num_models("checkpoints", checkpoints)
     num_examples("train_batch", train_batch)
     num_examples("test_batch", test_batch)
     first = jax.tree_util.tree_map(lambda p: p[0], checkpoints)
+    chunk_size = gradient_chunk_size(chunk_size, tree_size(first))
     check_scalar_loss("loss_fn", loss_fn, first, train_batch)
     lrs = jnp.asarray(learning_rates, dtype=jnp.result_type(float, *jax.tree.leaves(first)))
     if lrs.ndim == 0:
@@ -146,14 +159,14 @@ def tracin(
             f"learning_rates has shape {lrs.shape}: expected a scalar or ({num},), one per "
             "checkpoint"
         )
-    key = jax.random.key(0) if key is None else key  # unused without a projection
     return _tracin(
-        loss_fn,
+        static_fn(loss_fn),
         checkpoints,
         lrs,
         train_batch,
         test_batch,
         key,
         dim=projection_dim,
+        projection=projection,
         chunk_size=chunk_size,
     )

@@ -74,3 +74,18 @@ def test_bad_input(problem):
         gl.attribution.per_example_grad_norms(lambda p, b: b[0], params, (x, y))
     with pytest.raises(TypeError, match="loss_fn"):
         gl.attribution.per_example_grads("nope", params, (x, y))
+
+
+def test_unhashable_loss_callable(problem):
+    params, batch = problem
+
+    class Loss:  # defines __eq__ only, so instances are unhashable
+        def __eq__(self, other):
+            return isinstance(other, Loss)
+
+        def __call__(self, p, b):
+            return cross_entropy(p, b)
+
+    got = gl.attribution.per_example_grad_norms(Loss(), params, batch)
+    want = gl.attribution.per_example_grad_norms(cross_entropy, params, batch)
+    np.testing.assert_allclose(got, want, rtol=1e-12)
