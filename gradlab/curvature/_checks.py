@@ -12,12 +12,14 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from gradlab._src.errors import check_leading_axis, check_same_structure, check_scalar_output
 
 __all__ = [
     "as_vector_like",
     "check_callable",
+    "check_labels",
     "check_scalar_loss",
     "num_examples",
     "split_supervised_batch",
@@ -71,3 +73,31 @@ def as_vector_like(v: Any, params: Any, name: str = "v") -> Any:
     """
     check_same_structure(name, v, params)
     return jax.tree_util.tree_map(lambda x, p: jnp.asarray(x, dtype=jnp.result_type(p)), v, params)
+
+
+def check_labels(name: str, logits_shape: tuple[int, ...], targets: Any) -> None:
+    """Integer labels must lie in ``[0, C)``: check them whenever they are concrete.
+
+    Raises:
+        ValueError: naming the first offending example index and its value.
+    """
+    if targets is None or not hasattr(targets, "dtype"):
+        return
+    if not jnp.issubdtype(targets.dtype, jnp.integer) or len(logits_shape) < 1:
+        return
+    if tuple(jnp.shape(targets)) != tuple(logits_shape[:-1]):
+        return
+    try:
+        labels = np.asarray(targets)
+    except (jax.errors.ConcretizationTypeError, jax.errors.TracerArrayConversionError):
+        return  # traced: nothing to check here
+    num_classes = logits_shape[-1]
+    bad = np.argwhere((labels < 0) | (labels >= num_classes))
+    if bad.size:
+        index = tuple(int(i) for i in bad[0])
+        where = f"{index[0]}" if len(index) == 1 else f"{index[0]}, position {index[1:]}"
+        raise ValueError(
+            f"{name} holds the integer label {int(labels[index])} at example {where}, outside "
+            f"the {num_classes} classes of the logits: expected 0 <= label < {num_classes} "
+            f"({len(bad)} label(s) out of range)"
+        )

@@ -96,8 +96,19 @@ def ekfac(
         https://arxiv.org/abs/1806.03884. Grosse et al., "Studying large language model
         generalization with influence functions", 2023, https://arxiv.org/abs/2308.03296.
     """
-    plan, rows, diagonal = prepare(
-        "ekfac", model_fn, loss_fn, params, batch, fisher_type, key, kfac_approx, num_samples
+    return prepare(
+        "ekfac",
+        model_fn,
+        loss_fn,
+        params,
+        batch,
+        fisher_type,
+        key,
+        kfac_approx,
+        num_samples,
+        finish_ekfac,
     )
-    eig = eigen_of(plan, factors_of(plan, rows), diagonal)
-    return corrected(plan, rows, eig)
+
+
+def finish_ekfac(plan: Plan, rows: dict[str, Rows], diagonal: dict) -> EKFAC:
+    return corrected(plan, rows, eigen_of(plan, factors_of(plan, rows), diagonal))

@@ -13,6 +13,7 @@ from gradlab._src.typing import Batch, MatVec, Params, PRNGKey
 from gradlab.curvature._checks import (
     as_vector_like,
     check_callable,
+    check_labels,
     check_scalar_loss,
     num_examples,
     split_supervised_batch,
@@ -114,7 +115,8 @@ def fisher(
 
     Raises:
         ValueError: unknown ``likelihood``, ``num_samples < 1``, missing ``key``, batch leaves
-            with different leading sizes, or (first call) a ``v`` leaf with the wrong shape.
+            with different leading sizes, integer ``targets`` outside ``[0, C)`` for
+            ``"categorical"`` (when concrete), or (first call) a ``v`` leaf with the wrong shape.
         TypeError: ``batch`` is not a pair, ``num_samples`` is not an int, ``key`` is not a
             single key, or (first call) ``v`` has a different structure from ``params``.
 
@@ -138,7 +140,7 @@ def fisher(
     check_choice("likelihood", likelihood, LIKELIHOODS)
     num_samples = check_int("num_samples", num_samples, 1)
     _check_key(key)
-    inputs, _ = split_supervised_batch(
+    inputs, targets = split_supervised_batch(
         "batch", batch, " (fisher samples its own labels: pass (inputs, None) if you have none)"
     )
     num_examples("batch", batch)
@@ -153,6 +155,7 @@ def fisher(
                 "likelihood='categorical' needs logits of shape (N, ..., num_classes), got "
                 f"shape {out.shape}"
             )
+        check_labels("batch targets", out.shape, targets)  # unused, but wrong labels are a bug
         operator = _categorical_operator(key, num_samples)
     else:
         if out.ndim < 1:

@@ -12,11 +12,12 @@ from gradlab._src.typing import Batch, MatVec, Params
 from gradlab.curvature._checks import (
     as_vector_like,
     check_callable,
+    check_labels,
     check_scalar_loss,
     num_examples,
     split_supervised_batch,
 )
-from gradlab.curvature._losses import LOSSES_BY_NAME
+from gradlab.curvature._losses import LOSSES_BY_NAME, softmax_cross_entropy
 
 __all__ = ["ggn"]
 
@@ -101,8 +102,9 @@ def ggn(
         TypeError: ``batch`` is not an ``(inputs, targets)`` pair, a function is not callable,
             or (first call) ``v`` has a different structure from ``params``.
         ValueError: ``loss_fn`` does not return a real scalar, an unknown loss name, batch
-            leaves with different leading sizes, or (first call) a leaf of ``v`` with the
-            wrong shape.
+            leaves with different leading sizes, integer labels outside ``[0, C)`` for
+            cross-entropy (checked whenever they are concrete, naming the example), or (first
+            call) a leaf of ``v`` with the wrong shape.
 
     Examples:
         >>> import jax, jax.numpy as jnp
@@ -129,6 +131,8 @@ def ggn(
     num_examples("batch", batch)
     outputs_shape = jax.eval_shape(model_fn, params, inputs)
     check_scalar_loss("loss_fn", loss_fn, outputs_shape, targets)
+    if loss_fn is softmax_cross_entropy and isinstance(outputs_shape, jax.ShapeDtypeStruct):
+        check_labels("batch targets", outputs_shape.shape, targets)
 
     closed_form = getattr(loss_fn, "output_hessian", None)
     if closed_form is not None:

@@ -12,6 +12,7 @@ from gradlab._src.errors import check_choice, check_int
 from gradlab._src.typing import Batch, Params, PRNGKey
 from gradlab.curvature._checks import (
     check_callable,
+    check_labels,
     check_scalar_loss,
     num_examples,
     split_supervised_batch,
@@ -25,7 +26,7 @@ from gradlab.curvature._kfac_capture import (
     layer_inputs,
     make_forward,
 )
-from gradlab.curvature._kfac_columns import check_labels, likelihood_of, output_columns
+from gradlab.curvature._kfac_columns import likelihood_of, output_columns
 from gradlab.curvature._kfac_eigen import EKFAC, EigenFactors, apply_blocks, check_damping
 
 __all__ = ["KFAC", "Factors", "kfac"]
@@ -41,6 +42,14 @@ class Factors(NamedTuple):
         a: ``(d_in, d_in)`` input covariance (``d_in`` the flattened fan-in, ``kh * kw * c_in``
             for a convolution); ``(num_embeddings,)`` for an ``Embed``, whose ``A`` is diagonal.
         g: ``(d_out, d_out)`` output-gradient covariance; the bias block is ``g`` itself.
+
+    Examples:
+        >>> import jax, jax.numpy as jnp, gradlab as gl
+        >>> params, apply_fn = gl.models.init_mlp(jax.random.key(0), (3, 4, 2))
+        >>> kf = gl.curvature.kfac(apply_fn, "mse", params, (jnp.ones((5, 3)), jnp.zeros((5, 2))))
+        >>> a, g = kf.factors["params/Dense_1"]
+        >>> a.shape, g.shape
+        ((4, 4), (2, 2))
     """
 
     a: jax.Array
@@ -64,8 +73,13 @@ def prepare(
     key: PRNGKey | None,
     kfac_approx: str,
     num_samples: int,
-) -> tuple[Plan, dict[str, Rows], dict[str, jax.Array]]:
-    """Check the arguments, capture every covered layer; return ``(plan, rows, diagonal)``."""
+    finish: Callable[[Plan, dict[str, Rows], dict[str, jax.Array]], Any],
+) -> Any:
+    """Check the arguments, capture every covered layer, return ``finish(plan, rows, diag)``.
+
+    ``finish`` must be a module-level function (it is a static argument of the compiled
+    construction).
+    """
     check_callable("model_fn", model_fn)
     loss_fn = resolve_loss(loss_fn)
     check_choice("fisher_type", fisher_type, FISHER_TYPES)
@@ -108,6 +122,16 @@ def prepare(
             f"({', '.join(SUPPORTED_LAYERS)}) called through __call__ whose parameters are "
             "leaves of params (pass the variables dict that module.apply receives)"
         )
+    static = (model_fn, loss_fn, n, plan, fisher_type, num_samples, kfac_approx, finish)
+    try:
+        hash(static)
+    except TypeError:  # an unhashable callable: run op by op (or inside the caller's jit)
+        return _build(params, inputs, targets, key, static=static)
+    return _build_jit(params, inputs, targets, key, static=static)
+
+
+def _build(params: Params, inputs: Any, targets: Any, key: Any, *, static: tuple) -> Any:
+    model_fn, loss_fn, n, plan, fisher_type, num_samples, kfac_approx, finish = static
     rows, diagonal = _capture(
         model_fn,
         loss_fn,
@@ -121,7 +145,11 @@ def prepare(
         num_samples,
         kfac_approx,
     )
-    return plan, rows, diagonal
+    return finish(plan, rows, diagonal)
+
+
+# One compiled program per (model, loss, plan, options): eager calls do not dispatch op by op.
+_build_jit = jax.jit(_build, static_argnames=("static",))
 
 
 def _capture(
@@ -369,7 +397,19 @@ def kfac(
         curvature for modern neural network architectures", NeurIPS 2023,
         https://arxiv.org/abs/2311.00636.
     """
-    plan, rows, diagonal = prepare(
-        "kfac", model_fn, loss_fn, params, batch, fisher_type, key, kfac_approx, num_samples
+    return prepare(
+        "kfac",
+        model_fn,
+        loss_fn,
+        params,
+        batch,
+        fisher_type,
+        key,
+        kfac_approx,
+        num_samples,
+        finish_kfac,
     )
+
+
+def finish_kfac(plan: Plan, rows: dict[str, Rows], diagonal: dict) -> KFAC:
     return KFAC(factors_of(plan, rows), diagonal, plan)

@@ -24,7 +24,7 @@ import numpy as np
 
 from gradlab.curvature._losses import _soft_targets, mse, softmax_cross_entropy
 
-__all__ = ["check_labels", "likelihood_of", "output_columns"]
+__all__ = ["likelihood_of", "output_columns"]
 
 
 def likelihood_of(loss_fn: Callable) -> str | None:
@@ -34,34 +34,6 @@ def likelihood_of(loss_fn: Callable) -> str | None:
     if loss_fn is mse:
         return "gaussian"
     return None
-
-
-def check_labels(name: str, logits_shape: tuple[int, ...], targets: Any) -> None:
-    """Integer labels must lie in ``[0, C)``: check them whenever they are concrete.
-
-    Raises:
-        ValueError: naming the first offending example index and its value.
-    """
-    if targets is None or not hasattr(targets, "dtype"):
-        return
-    if not jnp.issubdtype(targets.dtype, jnp.integer) or len(logits_shape) < 1:
-        return
-    if tuple(jnp.shape(targets)) != tuple(logits_shape[:-1]):
-        return
-    try:
-        labels = np.asarray(targets)
-    except (jax.errors.ConcretizationTypeError, jax.errors.TracerArrayConversionError):
-        return  # traced: nothing to check here
-    num_classes = logits_shape[-1]
-    bad = np.argwhere((labels < 0) | (labels >= num_classes))
-    if bad.size:
-        index = tuple(int(i) for i in bad[0])
-        where = index[0] if len(index) == 1 else index
-        raise ValueError(
-            f"{name} holds the integer label {int(labels[index])} at example {where}, outside "
-            f"the {num_classes} classes of the logits: expected 0 <= label < {num_classes} "
-            f"({len(bad)} label(s) out of range)"
-        )
 
 
 def _per_position(cols: jax.Array, num_positions: int) -> jax.Array:

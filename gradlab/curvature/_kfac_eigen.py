@@ -30,6 +30,14 @@ class EigenFactors(NamedTuple):
             ``qa (x) qg`` (``d_in`` is the flattened fan-in, e.g. ``kh * kw * c_in``).
         bias_scales: ``(d_out,)`` the bias block's eigenvalues in the basis ``qg``, or
             ``None`` if the layer has no bias.
+
+    Examples:
+        >>> import jax, jax.numpy as jnp, gradlab as gl
+        >>> params, apply_fn = gl.models.init_mlp(jax.random.key(0), (3, 4, 2))
+        >>> batch = (jnp.ones((5, 3)), jnp.zeros((5, 2)))
+        >>> f = gl.curvature.ekfac(apply_fn, "mse", params, batch).factors["params/Dense_1"]
+        >>> f.qa.shape, f.qg.shape, f.scales.shape, f.bias_scales.shape
+        ((4, 4), (2, 2), (4, 2), (2,))
     """
 
     qa: jax.Array | None

@@ -108,4 +108,12 @@ _B_NAMES: list[str] = [
 ]
 # --- end transforms-B ---
 
-__all__ = [*_A_NAMES, *_B_NAMES]
+# --- kfac ---
+from gradlab.transforms._kfac import KFACState as KFACState  # noqa: E402
+from gradlab.transforms._kfac import kfac as kfac  # noqa: E402
+from gradlab.transforms._kfac import scale_by_kfac as scale_by_kfac  # noqa: E402
+
+_KFAC_NAMES: list[str] = ["KFACState", "kfac", "scale_by_kfac"]
+# --- end kfac ---
+
+__all__ = [*_A_NAMES, *_B_NAMES, *_KFAC_NAMES]

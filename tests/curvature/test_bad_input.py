@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import pytest
@@ -211,3 +212,61 @@ def test_fisher_batch_hint_and_logits_rank():
         gl.curvature.fisher(model_fn, PARAMS, X, key=jax.random.key(0))
     with pytest.raises(ValueError, match="num_classes"):
         gl.curvature.fisher(lambda p, x: x @ p["w"][:, 0], PARAMS, (X, None), key=jax.random.key(0))
+
+
+# ----------------------------------------------------------------------------- K-FAC / labels
+
+
+_MLP = nn.Dense(3)
+_MLP_PARAMS = _MLP.init(jax.random.key(0), X)
+
+
+@pytest.mark.parametrize("build", ["ggn", "fisher", "kfac", "ekfac"])
+def test_cross_entropy_labels_out_of_range_name_the_example(build):
+    labels = jnp.array([0, 2, 3, 1])  # 3 classes: example 2 holds label 3
+    batch = (X, labels)
+    ce = "softmax_cross_entropy"
+    call = {
+        "ggn": lambda: gl.curvature.ggn(_MLP.apply, ce, _MLP_PARAMS, batch),
+        "fisher": lambda: gl.curvature.fisher(
+            _MLP.apply, _MLP_PARAMS, batch, key=jax.random.key(0)
+        ),
+        "kfac": lambda: gl.curvature.kfac(_MLP.apply, ce, _MLP_PARAMS, batch),
+        "ekfac": lambda: gl.curvature.ekfac(_MLP.apply, ce, _MLP_PARAMS, batch),
+    }[build]
+    with pytest.raises(ValueError, match=r"label 3 at example 2.*0 <= label < 3"):
+        call()
+    with pytest.raises(ValueError, match=r"label -1 at example 0"):
+        gl.curvature.ggn(_MLP.apply, ce, _MLP_PARAMS, (X, jnp.array([-1, 0, 0, 0])))
+
+
+def test_kfac_bad_options_and_models():
+    ce = "softmax_cross_entropy"
+    batch = (X, jnp.array([0, 1, 2, 1]))
+    with pytest.raises(ValueError, match=r"fisher_type='type1'.*'type2', 'mc', 'empirical'"):
+        gl.curvature.kfac(_MLP.apply, ce, _MLP_PARAMS, batch, fisher_type="type1")
+    with pytest.raises(ValueError, match=r"kfac_approx='sum'.*'expand', 'reduce'"):
+        gl.curvature.ekfac(_MLP.apply, ce, _MLP_PARAMS, batch, kfac_approx="sum")
+    with pytest.raises(ValueError, match=r"requires the argument 'key'"):
+        gl.curvature.kfac(_MLP.apply, ce, _MLP_PARAMS, batch, fisher_type="mc")
+    with pytest.raises(ValueError, match=r"fisher_type='mc' needs loss_fn"):
+        gl.curvature.kfac(
+            _MLP.apply,
+            lambda o, t: jnp.sum(o),
+            _MLP_PARAMS,
+            batch,
+            fisher_type="mc",
+            key=jax.random.key(0),
+        )
+    with pytest.raises(ValueError, match=r"num_samples=0 is out of range"):
+        gl.curvature.kfac(_MLP.apply, ce, _MLP_PARAMS, batch, num_samples=0)
+    with pytest.raises(ValueError, match=r"found no supported layer"):
+        gl.curvature.kfac(model_fn, ce, PARAMS, (X, jnp.array([0, 1, 1, 0])))
+    wrong = {"params": {"kernel": jnp.ones((5, 3)), "bias": jnp.zeros(3)}}
+    with pytest.raises(ValueError, match=r"params do not fit model_fn"):
+        gl.curvature.kfac(_MLP.apply, ce, wrong, batch)
+    kf = gl.curvature.kfac(_MLP.apply, ce, _MLP_PARAMS, batch)
+    with pytest.raises(ValueError, match=r"damping=-0.1 is out of range: expected 0.0 <= damping"):
+        kf.inverse(-0.1)
+    with pytest.raises(ValueError, match=r"damping=-1.0 is out of range"):
+        gl.curvature.ekfac(_MLP.apply, ce, _MLP_PARAMS, batch).inverse(-1.0)

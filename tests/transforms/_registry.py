@@ -52,6 +52,7 @@ import jax
 
 import gradlab.transforms as gt
 from tests.transforms._registry_b import ROWS_B
+from tests.transforms._registry_kfac import ROWS_KFAC
 from tests.transforms._row import Ctx, Row, per_example_grads, per_task_grads
 
 __all__ = ["ALL_ROWS", "ROWS", "ROWS_BY_NAME", "Ctx", "Row", "per_example_grads", "per_task_grads"]
@@ -142,6 +143,6 @@ ROWS: list[Row] = [
     ),
 ]
 
-ALL_ROWS: list[Row] = [*ROWS, *ROWS_B]
+ALL_ROWS: list[Row] = [*ROWS, *ROWS_B, *ROWS_KFAC]
 ROWS_BY_NAME: dict[str, Row] = {row.name: row for row in ALL_ROWS}
 assert len(ROWS_BY_NAME) == len(ALL_ROWS), "duplicate row names in the transform registry"
