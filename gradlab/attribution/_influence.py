@@ -15,16 +15,17 @@ from gradlab._src.errors import (
     check_real,
     missing_argument_message,
 )
-from gradlab._src.tree import flat_matvec, ravel
+from gradlab._src.tree import flat_matvec, ravel, tree_size
 from gradlab._src.typing import Batch, Params
 from gradlab.attribution import _influence_solvers as solvers
 from gradlab.attribution._common import (
     check_callable,
-    check_chunk_size,
     check_scalar_loss,
+    gradient_chunk_size,
     map_examples,
     num_examples,
     split_supervised_batch,
+    static_fn,
 )
 from gradlab.attribution._per_example import example_grad_fn
 
@@ -154,7 +155,9 @@ def influence(
         key: PRNG key for ``"arnoldi"``'s start vector.
         num_matvecs: Krylov depth per eigensolver cycle for ``"arnoldi"`` (default as
             :func:`gradlab.spectral.eigsh`).
-        chunk_size: examples (and queries) vmapped together; ``None`` vmaps everything at once.
+        chunk_size: examples (and CG queries) vmapped together, chunks run in a ``lax.map``;
+            ``None`` takes as many as keep one chunk of gradients within 2^24 entries (as every
+            gradient-based attribution function does).
 
     Returns:
         :class:`InfluenceResult` with ``scores (N_test, N_train)`` and per-query status.
@@ -193,7 +196,7 @@ def influence(
     _check_combination(curvature, solver)
     tol = check_real("tol", tol, 0.0, None, lo_open=True)
     max_iters = check_int("max_iters", max_iters, 1, None)
-    chunk_size = check_chunk_size(chunk_size)
+    chunk_size = gradient_chunk_size(chunk_size, tree_size(params))
     num_examples("train_batch", train_batch)
     num_examples("test_batch", test_batch)
     check_scalar_loss("loss_fn", loss_fn, params, train_batch)
@@ -209,10 +212,12 @@ def influence(
     if curvature in _OUTPUT_CURVATURES:
         _check_split_loss(curvature, model_fn, output_loss, curvature_batch)
 
-    config = _Config(
-        loss_fn,
-        model_fn,
-        output_loss,
+    config = _Config(  # functions hashed by identity: the compiled program is cached on them
+        static_fn(loss_fn),
+        None if model_fn is None else static_fn(model_fn),
+        output_loss
+        if output_loss is None or isinstance(output_loss, str)
+        else static_fn(output_loss),
         curvature,
         solver,
         tol,
