@@ -16,6 +16,7 @@ NAMES: tuple[str, ...] = (
     "mp_overtraining",
     "approx_hessian_newton",
     "softmax_ghosts",
+    "large_step_perceptron",
 )
 
 
