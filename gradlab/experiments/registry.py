@@ -17,6 +17,7 @@ NAMES: tuple[str, ...] = (
     "approx_hessian_newton",
     "softmax_ghosts",
     "large_step_perceptron",
+    "data_diet",
 )
 
 
