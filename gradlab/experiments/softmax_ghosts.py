@@ -382,14 +382,16 @@ def plot(config: Config, results: dict):
 
     ax = axes[2]
     s = results["single_step"]
-    ax.loglog(s["rho"], s["hessian_step"], "o", color="C2")
+    ax.loglog(s["rho"], s["hessian_step"], "o", color="C2", label="checkpoints (along -g)")
     lo = min(min(s["rho"]), min(s["hessian_step"])) / 2
     hi = max(max(s["rho"]), max(s["hessian_step"])) * 2
     ax.loglog([lo, hi], [lo, hi], "k--", lw=1, label="2/lambda_max = rho_a")
     ax.set(
-        xlabel="softmax radius rho_a",
+        xlabel="softmax radius rho_a along -g/|g|",
         ylabel="2 / lambda_max(H)",
-        title="the radius binds before the curvature",
+        title=f"2/lambda_max within {min(s['hessian_radius_factor']):.1f}-"
+        f"{max(s['hessian_radius_factor']):.1f}x of rho_a;\n2/(u'Hu) is "
+        f"{np.median(s['directional_factor']):.0f}x rho_a(u)",
     )
     ax.legend(fontsize=8)
     fig.tight_layout()
