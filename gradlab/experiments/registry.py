@@ -15,6 +15,9 @@ NAMES: tuple[str, ...] = (
     "stability_trace",
     "mp_overtraining",
     "approx_hessian_newton",
+    "softmax_ghosts",
+    "large_step_perceptron",
+    "data_diet",
 )
 
 
