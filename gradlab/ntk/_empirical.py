@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from typing import Any, Literal
 
@@ -9,8 +10,9 @@ import jax
 import jax.numpy as jnp
 
 from gradlab._src.errors import check_choice
-from gradlab.ntk import _structured
+from gradlab.ntk import _plan, _structured
 from gradlab.ntk._auto import choose_implementation
+from gradlab.ntk._detect import run_default
 from gradlab.ntk._layout import Layout, param_letters, prepare_inputs, run
 from gradlab.ntk._structured import structured
 
@@ -94,6 +96,7 @@ def jacobian_contraction(
     trace_axes: Any = (-1,),
     diagonal_axes: Any = (),
     vmap_axes: Any = None,
+    whole_batch: bool = False,
     batch_size: int | None = None,
 ) -> jax.Array:
     r"""Empirical NTK by contracting per-example Jacobians leaf by leaf.
@@ -119,11 +122,14 @@ def jacobian_contraction(
         x2: second inputs with the same feature shape; ``None`` means ``x1`` (cheaper).
         trace_axes: output axes to contract (and divide by their size); default the last.
         diagonal_axes: output axes on which only the diagonal is kept.
-        vmap_axes: ``None`` (default: the whole batch is differentiated at once, exact even
-            when examples interact, but the cost grows quadratically in ``N``), an int
-            (``in_axes = out_axes``) or a pair ``(in_axes, out_axes)``. Passing it
-            certifies that ``apply_fn`` treats examples independently; the result is wrong
-            (silently) if they interact, e.g. through batch norm in training mode.
+        vmap_axes: ``None`` (default): probe whether ``apply_fn`` treats the examples
+            (axis 0 of inputs and outputs) independently and use the per-example path if
+            so, the whole-batch kernel if not (the rule: :func:`empirical_ntk`). An int
+            (``in_axes = out_axes``) or a pair ``(in_axes, out_axes)`` certifies
+            independence without probing; the result is wrong (silently) if examples
+            interact, e.g. through batch norm in training mode.
+        whole_batch: ``True`` skips the probe and differentiates the whole batch at once:
+            exact for any model, cost growing like ``N^2``.
         batch_size: compute the kernel in tiles of this many examples per side (requires
             ``vmap_axes``); memory is bounded by two tiles' worth of Jacobians, at the price
             of recomputing them once per tile pair.
@@ -144,15 +150,16 @@ def jacobian_contraction(
         Novak et al. (2022), Fast finite width neural tangent kernel,
         https://arxiv.org/abs/2206.08720
     """
-    layout, x1, x2 = prepare_inputs(
-        apply_fn, params, x1, x2, trace_axes, diagonal_axes, vmap_axes, batch_size
-    )
-    return run(
-        layout,
-        _jacobian_features(layout, params),
-        _jacobian_contract(layout),
+    return run_default(
+        _jacobian_kernel,
+        apply_fn,
+        params,
         x1,
         x2,
+        trace_axes=trace_axes,
+        diagonal_axes=diagonal_axes,
+        vmap_axes=vmap_axes,
+        whole_batch=whole_batch,
         batch_size=batch_size,
     )
 
@@ -166,6 +173,7 @@ def ntk_vector_products(
     trace_axes: Any = (-1,),
     diagonal_axes: Any = (),
     vmap_axes: Any = None,
+    whole_batch: bool = False,
     batch_size: int | None = None,
 ) -> jax.Array:
     r"""Empirical NTK from NTK-vector products: ``Theta e = J1 (J2^T e)`` over the output basis.
@@ -192,11 +200,14 @@ def ntk_vector_products(
         x2: second inputs with the same feature shape; ``None`` means ``x1`` (cheaper).
         trace_axes: output axes to contract (and divide by their size); default the last.
         diagonal_axes: output axes on which only the diagonal is kept.
-        vmap_axes: ``None`` (default: the whole batch is differentiated at once, exact even
-            when examples interact, but the cost grows quadratically in ``N``), an int
-            (``in_axes = out_axes``) or a pair ``(in_axes, out_axes)``. Passing it
-            certifies that ``apply_fn`` treats examples independently; the result is wrong
-            (silently) if they interact, e.g. through batch norm in training mode.
+        vmap_axes: ``None`` (default): probe whether ``apply_fn`` treats the examples
+            (axis 0 of inputs and outputs) independently and use the per-example path if
+            so, the whole-batch kernel if not (the rule: :func:`empirical_ntk`). An int
+            (``in_axes = out_axes``) or a pair ``(in_axes, out_axes)`` certifies
+            independence without probing; the result is wrong (silently) if examples
+            interact, e.g. through batch norm in training mode.
+        whole_batch: ``True`` skips the probe and differentiates the whole batch at once:
+            exact for any model, cost growing like ``N^2``.
         batch_size: compute the kernel in tiles of this many examples per side (requires
             ``vmap_axes``); memory is bounded by two tiles' worth of Jacobians, at the price
             of recomputing them once per tile pair.
@@ -215,11 +226,18 @@ def ntk_vector_products(
         Novak et al. (2022), Fast finite width neural tangent kernel,
         https://arxiv.org/abs/2206.08720
     """
-    layout, x1, x2 = prepare_inputs(
-        apply_fn, params, x1, x2, trace_axes, diagonal_axes, vmap_axes, batch_size
+    return run_default(
+        _nvp_kernel,
+        apply_fn,
+        params,
+        x1,
+        x2,
+        trace_axes=trace_axes,
+        diagonal_axes=diagonal_axes,
+        vmap_axes=vmap_axes,
+        whole_batch=whole_batch,
+        batch_size=batch_size,
     )
-    pair = _nvp_pair(layout, params)
-    return run(layout, lambda x: x, pair, x1, x2, batch_size=batch_size)
 
 
 def empirical_ntk(
@@ -232,6 +250,7 @@ def empirical_ntk(
     trace_axes: Any = (-1,),
     diagonal_axes: Any = (),
     vmap_axes: Any = None,
+    whole_batch: bool = False,
     batch_size: int | None = None,
 ) -> jax.Array:
     r"""The empirical neural tangent kernel ``Theta(x1, x2) = J(x1) J(x2)^T``.
@@ -271,11 +290,14 @@ def empirical_ntk(
         x2: second inputs with the same feature shape; ``None`` means ``x1`` (cheaper).
         trace_axes: output axes to contract (and divide by their size); default the last.
         diagonal_axes: output axes on which only the diagonal is kept.
-        vmap_axes: ``None`` (default: the whole batch is differentiated at once, exact even
-            when examples interact, but the cost grows quadratically in ``N``), an int
-            (``in_axes = out_axes``) or a pair ``(in_axes, out_axes)``. Passing it
-            certifies that ``apply_fn`` treats examples independently; the result is wrong
-            (silently) if they interact, e.g. through batch norm in training mode.
+        vmap_axes: ``None`` (default): probe whether ``apply_fn`` treats the examples
+            (axis 0 of inputs and outputs) independently and use the per-example path if
+            so, the whole-batch kernel if not (the rule: :func:`empirical_ntk`). An int
+            (``in_axes = out_axes``) or a pair ``(in_axes, out_axes)`` certifies
+            independence without probing; the result is wrong (silently) if examples
+            interact, e.g. through batch norm in training mode.
+        whole_batch: ``True`` skips the probe and differentiates the whole batch at once:
+            exact for any model, cost growing like ``N^2``.
         batch_size: compute the kernel in tiles of this many examples per side (requires
             ``vmap_axes``); memory is bounded by two tiles' worth of Jacobians, at the price
             of recomputing them once per tile pair.
@@ -306,8 +328,41 @@ def empirical_ntk(
         https://arxiv.org/abs/2206.08720
     """
     check_choice("implementation", implementation, IMPLEMENTATIONS)
+    kernel = functools.partial(_kernel, implementation)
+    return run_default(
+        kernel,
+        apply_fn,
+        params,
+        x1,
+        x2,
+        trace_axes=trace_axes,
+        diagonal_axes=diagonal_axes,
+        vmap_axes=vmap_axes,
+        whole_batch=whole_batch,
+        batch_size=batch_size,
+    )
+
+
+def _jacobian_kernel(apply_fn, params, x1, x2, trace_axes, diagonal_axes, vmap_axes, batch_size):
     layout, x1, x2 = prepare_inputs(
         apply_fn, params, x1, x2, trace_axes, diagonal_axes, vmap_axes, batch_size
+    )
+    features = _jacobian_features(layout, params)
+    return run(layout, features, _jacobian_contract(layout), x1, x2, batch_size=batch_size)
+
+
+def _nvp_kernel(apply_fn, params, x1, x2, trace_axes, diagonal_axes, vmap_axes, batch_size):
+    layout, x1, x2 = prepare_inputs(
+        apply_fn, params, x1, x2, trace_axes, diagonal_axes, vmap_axes, batch_size
+    )
+    pair = _nvp_pair(layout, params)
+    return run(layout, lambda x: x, pair, x1, x2, batch_size=batch_size)
+
+
+def _kernel(implementation, apply_fn, params, x1, x2, trace_axes, diagonal_axes, vmap_axes, bs):
+    """One implementation (``auto`` resolved here) for a fixed ``vmap_axes``."""
+    layout, x1, x2 = prepare_inputs(
+        apply_fn, params, x1, x2, trace_axes, diagonal_axes, vmap_axes, bs
     )
     plan = None
     if implementation == "auto":
@@ -315,15 +370,14 @@ def empirical_ntk(
         implementation = choice.implementation
     if implementation == "structured":
         if plan is None:
-            plan = _structured.discover(layout, params, x1)
+            plan = _plan.discover(layout, params, x1, x2 is not None)
         if not plan.applies:
             raise ValueError(
                 "implementation='structured' found no supported layer in apply_fn "
-                f"(supported: {', '.join(_structured.SUPPORTED_LAYERS)})"
+                f"(supported: {', '.join(_plan.SUPPORTED_LAYERS)})"
             )
-        return _structured.structured_run(layout, params, plan, x1, x2, batch_size)
+        return _structured.structured_run(layout, params, plan, x1, x2, bs)
     if implementation == "jacobian_contraction":
         features = _jacobian_features(layout, params)
-        return run(layout, features, _jacobian_contract(layout), x1, x2, batch_size=batch_size)
-    pair = _nvp_pair(layout, params)
-    return run(layout, lambda x: x, pair, x1, x2, batch_size=batch_size)
+        return run(layout, features, _jacobian_contract(layout), x1, x2, batch_size=bs)
+    return run(layout, lambda x: x, _nvp_pair(layout, params), x1, x2, batch_size=bs)
