@@ -10,9 +10,12 @@ import jax.numpy as jnp
 from gradlab.ntk import _plan
 from gradlab.ntk._layout import Layout
 
-# the structured path's overhead (interception, cotangents at every covered layer, the
-# Jacobians of the other leaves) relative to its flop count
-STRUCTURED_FACTOR = 2.0
+# The structured path's cost relative to its flop count. Its cotangent passes are charged
+# 2 N O F (forward and input-cotangent backward, no weight gradients) against 3 N O F for
+# reverse-mode Jacobians; with that split, measured times on the benchmark workloads (MLPs,
+# the 8-8-10 CNN, traced and full, N=128 and 512) need no extra overhead factor: structured
+# was never slower than its flop count relative to Jacobian contraction (docs/performance.md).
+STRUCTURED_FACTOR = 1.0
 
 
 class Choice(NamedTuple):
@@ -48,6 +51,6 @@ def choose_implementation(layout: Layout, params: Any, x1, x2) -> tuple[Choice, 
     plan = _plan.discover(layout, params, x1, x2 is not None)
     if plan.applies:
         contraction = _plan.contraction_flops(plan, layout, params, x2 is not None)
-        costs["structured"] = STRUCTURED_FACTOR * (3.0 * sides * outputs * fwd + contraction)
+        costs["structured"] = STRUCTURED_FACTOR * (2.0 * sides * outputs * fwd + contraction)
     best = min(costs, key=costs.get)
     return Choice(best, costs), plan

@@ -267,20 +267,25 @@ def empirical_ntk(
     outputs, ``trace_axes=(-1,)`` gives ``(N1, N2)``, ``trace_axes=()`` gives
     ``(N1, N2, O, O)``, ``diagonal_axes=(0,)`` with ``trace_axes=(-1,)`` gives ``(N,)``.
 
+    The default ``vmap_axes=None`` probes whether examples are independent (axis 0 of inputs
+    and outputs): JVPs with respect to the first and last examples' inputs must leave the
+    other outputs' tangents exactly zero, and a VJP of the batched outputs must equal the
+    per-example one to ``sqrt(eps)``, on the first and last 4 examples. If so the per-example
+    path runs, else the exact whole-batch kernel (BatchNorm in training mode, attention over
+    the batch). Under ``jax.jit`` the verdict stays on device and ``jax.lax.cond`` picks the
+    kernel (both are compiled); outside it only the chosen kernel is computed.
+
     The ``auto`` rule estimates the flops of each implementation from the number of
     examples ``N1, N2``, outputs per example ``O``, parameters ``P``, output pairs kept per
     example pair ``Q`` (``O`` when the output axis is traced, ``O^2`` for ``trace_axes=()``)
     and the cost ``F`` of one forward pass per example (XLA's cost analysis, at least
     ``2 P``): Jacobian contraction ``3 N O F + 2 N1 N2 P Q``; NTK-vector products
-    ``3 N2 O F + 3 N1 N2 O F``; structured (when a supported layer is found) twice
-    ``3 N O F + 2 N1 N2 (sum_layers T^2 (fan_in + Q fan_out) + P_rest Q)`` (the factor 2
-    charges its bookkeeping, so it is chosen only when it saves real work), and picks the
-    smallest. ``N`` is ``N1`` when ``x2`` is ``None`` and ``N1 + N2`` otherwise, ``T`` the
-    number of positions a layer is applied at, ``P_rest`` the parameters outside supported
-    layers. Consequences: structured for MLPs; NTK-vector products for dense nets with
-    many outputs and ``trace_axes=()`` when structured does not apply (``Q = O^2`` makes
-    the contraction dominate); Jacobian contraction for convolutional nets with few
-    outputs (``F >> P``).
+    ``3 N2 O F + 3 N1 N2 O F``; structured (when a supported layer is found)
+    ``c (3 N O F + sum_kernels min(gram, jac) + 2 N1 N2 P_rest Q)`` with per kernel
+    ``gram = 2 N1 N2 G T^2 (I + Q F_g)`` and ``jac = 2 (N O T G I F_g + N1 N2 Q G I F_g)``
+    (``T`` positions, ``G`` groups, fan-in ``I`` and fan-out ``F_g`` per group, ``c`` a
+    calibrated overhead factor), and picks the smallest. ``N`` is ``N1`` when ``x2`` is
+    ``None`` and ``N1 + N2`` otherwise, ``P_rest`` the parameters outside supported layers.
 
     Args:
         apply_fn: ``apply_fn(params, x) -> outputs`` with the example axis of ``x`` and of the

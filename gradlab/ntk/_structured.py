@@ -14,8 +14,10 @@ respect to those perturbations. Parameters that are not used by a supported laye
 kernels, layer-norm scales, the biases of custom layers, ...) are handled by per-example
 Jacobian contraction restricted to those leaves, so every model gets the exact kernel.
 
-Supported layers (called through ``__call__``): ``flax.linen.Dense`` (kernel and bias) and
-``flax.linen.Embed`` (an embedding lookup: ``<x1_t, x2_u>`` is ``[i1_t == i2_u]``).
+Supported layers (called through ``__call__``): ``flax.linen.Dense`` (kernel and bias),
+``flax.linen.Embed`` (an embedding lookup: ``<x1_t, x2_u>`` is ``[i1_t == i2_u]``) and
+``flax.linen.Conv`` (a dense layer on patches, see ``_conv.py``; contraction modes and costs
+in ``_plan.py``).
 """
 
 from __future__ import annotations
@@ -186,10 +188,13 @@ def structured(
     formed: for an MLP the cost per example pair is ``sum_layers (fan_in + O * fan_out)``
     instead of ``O * P``.
 
-    Supported layers: ``flax.linen.Dense`` and ``flax.linen.Embed``, called through
-    ``__call__`` inside ``apply_fn`` (any module nesting, any leading axes). Every other
-    parameter leaf (convolutions, normalisation scales, custom layers, ``Embed.attend``
-    users, kernels shared between layers with different biases) is handled exactly by
+    Supported layers: ``flax.linen.Dense``, ``flax.linen.Embed`` and ``flax.linen.Conv``
+    (any strides, padding, input/kernel dilation and ``feature_group_count``: a dense layer
+    on the patches, which a clone of the layer with an identity kernel computes), called
+    through ``__call__`` inside ``apply_fn`` (any module nesting, any leading axes). Every
+    other parameter leaf (masked convolutions, ``ConvLocal``, normalisation scales, custom
+    layers, ``Embed.attend`` users, kernels shared between layers with different biases) is
+    handled exactly by
     per-example Jacobian contraction restricted to those leaves. Not detected: a Dense kernel
     that ``apply_fn`` also uses outside that layer (tied weights through a raw matmul); its
     extra use is missed.
