@@ -10,11 +10,17 @@ digits as 8x8x1 images. For N examples and ``trace_axes=(-1,)`` (an (N, N) kerne
 baseline (``jax.jacrev`` over the whole batch, flatten to (N*O, P), matmul), alternating
 repeats, and prints ratios ``naive / implementation`` plus the choice ``auto`` makes.
 
+``default`` is the call a new user writes, ``empirical_ntk(apply_fn, params, x)`` (no
+``vmap_axes``: independence is probed, ``implementation="auto"``); the result records its
+time over the fastest explicit implementation's.
+
 Second part: the top-5 eigenvalues of the full NTK (``N O x N O``) of the small MLP on
 N=4,096 inputs from :func:`gradlab.ntk.ntk_operator` + :func:`gradlab.spectral.eigsh`, against
 forming the (N, N) traced kernel with the fastest implementation (the full kernel, 6.7 GB in
 float32, does not fit this machine). Digits has 1,797 images, so the 4,096 inputs are the
-digits repeated with N(0, 0.1^2) jitter.
+digits repeated with N(0, 0.1^2) jitter; also the condition number (two ``eigsh`` runs).
+Third part (full mode only): the (N, N) kernel of the wide MLP at N=4,096 with
+``batch_size=512`` tiles: time and XLA's memory plan (temporary, argument and output bytes).
 
 ``--quick`` keeps N=128 only, 3 repeats, and skips what takes minutes on a shared 2-core CPU.
 """
@@ -74,6 +80,10 @@ def bench_kernel(name, params, apply_fn, x, trace, repeats, skip):
                 vmap_axes=0,
             )
         )
+    # the call a new user writes: no vmap_axes (independence is probed), implementation auto
+    fns["default"] = jax.jit(
+        functools.partial(gl.ntk.empirical_ntk, apply_fn, trace_axes=trace_axes)
+    )
     if (name, "naive") not in skip:
         fns["naive"] = jax.jit(functools.partial(naive_ntk, apply_fn, trace=trace))
     times = time_alternating(
@@ -97,19 +107,30 @@ def bench_kernel(name, params, apply_fn, x, trace, repeats, skip):
         "auto_choice": choice.implementation,
         "auto_cost_estimates": {k: float(v) for k, v in choice.costs.items()},
     }
-    measured = {k: v for k, v in times.items() if k != "naive"}
+    measured = {k: v for k, v in times.items() if k in IMPLS}
     result["fastest_measured"] = min(measured, key=measured.get)
+    fastest = measured[result["fastest_measured"]]
+    result["default_over_fastest"] = times["default"] / fastest
+    if choice.implementation in times:
+        result["auto_over_fastest"] = times[choice.implementation] / fastest
     if "naive" in times:
-        result["speedup_vs_naive"] = {k: times["naive"] / v for k, v in measured.items()}
+        result["speedup_vs_naive"] = {
+            k: times["naive"] / v for k, v in times.items() if k != "naive"
+        }
     return result
 
 
-def bench_spectrum(n, repeats):
-    w = digits_mlp("small")
+def _jittered_digits(n):
     x, _ = gl.data.digits(1024, dtype=jnp.float32)
     reps = -(-n // x.shape[0])
     noise = 0.1 * jax.random.normal(jax.random.key(0), (reps * x.shape[0], x.shape[1]))
-    x = (jnp.concatenate([x] * reps) + noise)[:n]
+    return (jnp.concatenate([x] * reps) + noise)[:n]
+
+
+def bench_spectrum(n, repeats):
+    """Top-5 eigenvalues and the condition number of the full NTK through the operator."""
+    w = digits_mlp("small")
+    x = _jittered_digits(n)
 
     @jax.jit
     def top5(params, x):
@@ -119,22 +140,52 @@ def bench_spectrum(n, repeats):
         return res.eigenvalues, res.converged, res.num_matvecs
 
     @jax.jit
+    def cond(params, x):
+        return gl.ntk.condition_number(w.apply_fn, params, x, key=jax.random.key(2))
+
+    @jax.jit
     def form(params, x):
         return gl.ntk.empirical_ntk(
             w.apply_fn, params, x, implementation="structured", vmap_axes=0, batch_size=1024
         )
 
     eig, conv, nmv = top5(w.params, x)
-    t_op = time_fn(top5, w.params, x, repeats=repeats)
+    c = cond(w.params, x)
+    times = time_alternating(
+        {"top5": (top5, (w.params, x)), "cond": (cond, (w.params, x))}, repeats=repeats
+    )
     t_form = time_fn(form, w.params, x, repeats=max(1, repeats // 2))
     return {
         "n": n,
-        "operator_eigsh_top5_seconds": t_op,
+        "operator_eigsh_top5_seconds": times["top5"],
         "eigenvalues": [float(e) for e in eig],
         "converged": [bool(c) for c in conv],
         "num_matvecs": int(nmv),
+        "condition_number_seconds": times["cond"],
+        "condition_number": float(c.value),
+        "condition_number_converged": bool(c.converged),
         "form_traced_kernel_seconds": t_form,
-        "ratio_form_over_operator": t_form / t_op,
+        "ratio_form_over_operator": t_form / times["top5"],
+    }
+
+
+def bench_tiled(n, batch_size):
+    """empirical_ntk on the wide MLP at large N in tiles: time and XLA's memory plan."""
+    w = digits_mlp("wide")
+    x = _jittered_digits(n)
+    fn = jax.jit(
+        functools.partial(gl.ntk.empirical_ntk, w.apply_fn, vmap_axes=0, batch_size=batch_size)
+    )
+    mem = fn.lower(w.params, x).compile().memory_analysis()
+    peak = None
+    if mem is not None:
+        peak = int(mem.temp_size_in_bytes + mem.argument_size_in_bytes + mem.output_size_in_bytes)
+    return {
+        "n": n,
+        "batch_size": batch_size,
+        "seconds": time_fn(fn, w.params, x, repeats=1),
+        "xla_peak_bytes": peak,
+        "kernel_bytes": n * n * 4,
     }
 
 
@@ -168,8 +219,23 @@ def main() -> None:
                 r["skipped"] = sorted(i for (wname, i) in skip if wname == name)
                 results.append(r)
                 print(r, flush=True)
-    spectrum = None if args.no_spectrum else bench_spectrum(4096, 1 if args.quick else 3)
-    emit({"benchmark": "ntk", "quick": args.quick, "kernels": results, "spectrum": spectrum})
+    spectrum = tiled = None
+    if not args.no_spectrum:
+        spectrum = bench_spectrum(4096, 1 if args.quick else 3)
+        print(spectrum, flush=True)
+        if not args.quick:
+            tiled = bench_tiled(4096, 512)
+            print(tiled, flush=True)
+    emit(
+        {
+            "benchmark": "ntk",
+            "quick": args.quick,
+            "loadavg": open("/proc/loadavg").read().split()[:3],
+            "kernels": results,
+            "spectrum": spectrum,
+            "tiled_wide_mlp": tiled,
+        }
+    )
 
 
 if __name__ == "__main__":

@@ -2,14 +2,20 @@
 
 from __future__ import annotations
 
-import math
 from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
 
-from gradlab.ntk import _structured
+from gradlab.ntk import _plan
 from gradlab.ntk._layout import Layout
+
+# The structured path's cost relative to its flop count. Its cotangent passes are charged
+# 2 N O F (forward and input-cotangent backward, no weight gradients) against 3 N O F for
+# reverse-mode Jacobians; with that split, measured times on the benchmark workloads (MLPs,
+# the 8-8-10 CNN, traced and full, N=128 and 512) need no extra overhead factor: structured
+# was never slower than its flop count relative to Jacobian contraction (docs/performance.md).
+STRUCTURED_FACTOR = 1.0
 
 
 class Choice(NamedTuple):
@@ -37,36 +43,14 @@ def choose_implementation(layout: Layout, params: Any, x1, x2) -> tuple[Choice, 
     leaves = jax.tree_util.tree_leaves(params)
     num_params = sum(int(leaf.size) for leaf in leaves)
     fwd = _forward_flops(layout, params, x1)
-    outputs = math.prod(layout.unit_shape)
-    units1 = layout.n1 if layout.vmapped else 1
+    sides, pairs, outputs, out_pairs = _plan.sizes(layout, x2 is not None)
     units2 = layout.n2 if layout.vmapped else 1
-    pairs = units1 * (units1 if layout.batch_mode in ("diag", "trace") else units2)
-    if not layout.vmapped:
-        pairs = 1
-    sides = units1 + (0 if x2 is None else units2)
-    # output pairs kept (or summed) per example pair: s for a traced/diagonal axis, s^2 else
-    own = layout.lhs[1:] if layout.vmapped else layout.lhs
-    other = layout.rhs[1:] if layout.vmapped else layout.rhs
-    out_pairs = 1
-    for a, b, size in zip(own, other, layout.unit_shape, strict=True):
-        out_pairs *= size if a == b else size * size
     jac_cost = 3.0 * sides * outputs * fwd + 2.0 * pairs * num_params * out_pairs
     nvp_cost = 3.0 * (units2 * outputs * fwd) + 3.0 * pairs * outputs * fwd
     costs = {"jacobian_contraction": jac_cost, "ntk_vector_products": nvp_cost}
-    plan = _structured.discover(layout, params, x1)
+    plan = _plan.discover(layout, params, x1, x2 is not None)
     if plan.applies:
-        rest = num_params - _structured.count_params(params, plan.covered_leaves)
-        per_pair = 0.0
-        for group in plan.groups:
-            calls = [plan.calls[j] for j in group]
-            t = sum(math.prod(c.in_shape[:-1]) if c.kind == "dense" else 1 for c in calls)
-            fan_in = calls[0].in_shape[-1] if calls[0].kind == "dense" else 1
-            fan_out = calls[0].out_shape[-1]
-            per_pair += t * t * (fan_in + out_pairs * fan_out)
-        # factor 2: cotangents at every covered layer plus Jacobians of the other leaves, and
-        # the interception bookkeeping; structured must save real work to be chosen
-        costs["structured"] = 2.0 * (
-            3.0 * sides * outputs * fwd + 2.0 * pairs * (per_pair + rest * out_pairs)
-        )
+        contraction = _plan.contraction_flops(plan, layout, params, x2 is not None)
+        costs["structured"] = STRUCTURED_FACTOR * (2.0 * sides * outputs * fwd + contraction)
     best = min(costs, key=costs.get)
     return Choice(best, costs), plan

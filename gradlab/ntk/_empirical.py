@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from typing import Any, Literal
 
@@ -9,8 +10,9 @@ import jax
 import jax.numpy as jnp
 
 from gradlab._src.errors import check_choice
-from gradlab.ntk import _structured
+from gradlab.ntk import _plan, _structured
 from gradlab.ntk._auto import choose_implementation
+from gradlab.ntk._detect import run_default
 from gradlab.ntk._layout import Layout, param_letters, prepare_inputs, run
 from gradlab.ntk._structured import structured
 
@@ -94,6 +96,7 @@ def jacobian_contraction(
     trace_axes: Any = (-1,),
     diagonal_axes: Any = (),
     vmap_axes: Any = None,
+    whole_batch: bool = False,
     batch_size: int | None = None,
 ) -> jax.Array:
     r"""Empirical NTK by contracting per-example Jacobians leaf by leaf.
@@ -119,11 +122,14 @@ def jacobian_contraction(
         x2: second inputs with the same feature shape; ``None`` means ``x1`` (cheaper).
         trace_axes: output axes to contract (and divide by their size); default the last.
         diagonal_axes: output axes on which only the diagonal is kept.
-        vmap_axes: ``None`` (default: the whole batch is differentiated at once, exact even
-            when examples interact, but the cost grows quadratically in ``N``), an int
-            (``in_axes = out_axes``) or a pair ``(in_axes, out_axes)``. Passing it
-            certifies that ``apply_fn`` treats examples independently; the result is wrong
-            (silently) if they interact, e.g. through batch norm in training mode.
+        vmap_axes: ``None`` (default): probe whether ``apply_fn`` treats the examples
+            (axis 0 of inputs and outputs) independently and use the per-example path if
+            so, the whole-batch kernel if not (the rule: :func:`empirical_ntk`). An int
+            (``in_axes = out_axes``) or a pair ``(in_axes, out_axes)`` certifies
+            independence without probing; the result is wrong (silently) if examples
+            interact, e.g. through batch norm in training mode.
+        whole_batch: ``True`` skips the probe and differentiates the whole batch at once:
+            exact for any model, cost growing like ``N^2``.
         batch_size: compute the kernel in tiles of this many examples per side (requires
             ``vmap_axes``); memory is bounded by two tiles' worth of Jacobians, at the price
             of recomputing them once per tile pair.
@@ -144,15 +150,16 @@ def jacobian_contraction(
         Novak et al. (2022), Fast finite width neural tangent kernel,
         https://arxiv.org/abs/2206.08720
     """
-    layout, x1, x2 = prepare_inputs(
-        apply_fn, params, x1, x2, trace_axes, diagonal_axes, vmap_axes, batch_size
-    )
-    return run(
-        layout,
-        _jacobian_features(layout, params),
-        _jacobian_contract(layout),
+    return run_default(
+        _jacobian_kernel,
+        apply_fn,
+        params,
         x1,
         x2,
+        trace_axes=trace_axes,
+        diagonal_axes=diagonal_axes,
+        vmap_axes=vmap_axes,
+        whole_batch=whole_batch,
         batch_size=batch_size,
     )
 
@@ -166,6 +173,7 @@ def ntk_vector_products(
     trace_axes: Any = (-1,),
     diagonal_axes: Any = (),
     vmap_axes: Any = None,
+    whole_batch: bool = False,
     batch_size: int | None = None,
 ) -> jax.Array:
     r"""Empirical NTK from NTK-vector products: ``Theta e = J1 (J2^T e)`` over the output basis.
@@ -192,11 +200,14 @@ def ntk_vector_products(
         x2: second inputs with the same feature shape; ``None`` means ``x1`` (cheaper).
         trace_axes: output axes to contract (and divide by their size); default the last.
         diagonal_axes: output axes on which only the diagonal is kept.
-        vmap_axes: ``None`` (default: the whole batch is differentiated at once, exact even
-            when examples interact, but the cost grows quadratically in ``N``), an int
-            (``in_axes = out_axes``) or a pair ``(in_axes, out_axes)``. Passing it
-            certifies that ``apply_fn`` treats examples independently; the result is wrong
-            (silently) if they interact, e.g. through batch norm in training mode.
+        vmap_axes: ``None`` (default): probe whether ``apply_fn`` treats the examples
+            (axis 0 of inputs and outputs) independently and use the per-example path if
+            so, the whole-batch kernel if not (the rule: :func:`empirical_ntk`). An int
+            (``in_axes = out_axes``) or a pair ``(in_axes, out_axes)`` certifies
+            independence without probing; the result is wrong (silently) if examples
+            interact, e.g. through batch norm in training mode.
+        whole_batch: ``True`` skips the probe and differentiates the whole batch at once:
+            exact for any model, cost growing like ``N^2``.
         batch_size: compute the kernel in tiles of this many examples per side (requires
             ``vmap_axes``); memory is bounded by two tiles' worth of Jacobians, at the price
             of recomputing them once per tile pair.
@@ -215,11 +226,18 @@ def ntk_vector_products(
         Novak et al. (2022), Fast finite width neural tangent kernel,
         https://arxiv.org/abs/2206.08720
     """
-    layout, x1, x2 = prepare_inputs(
-        apply_fn, params, x1, x2, trace_axes, diagonal_axes, vmap_axes, batch_size
+    return run_default(
+        _nvp_kernel,
+        apply_fn,
+        params,
+        x1,
+        x2,
+        trace_axes=trace_axes,
+        diagonal_axes=diagonal_axes,
+        vmap_axes=vmap_axes,
+        whole_batch=whole_batch,
+        batch_size=batch_size,
     )
-    pair = _nvp_pair(layout, params)
-    return run(layout, lambda x: x, pair, x1, x2, batch_size=batch_size)
 
 
 def empirical_ntk(
@@ -232,6 +250,7 @@ def empirical_ntk(
     trace_axes: Any = (-1,),
     diagonal_axes: Any = (),
     vmap_axes: Any = None,
+    whole_batch: bool = False,
     batch_size: int | None = None,
 ) -> jax.Array:
     r"""The empirical neural tangent kernel ``Theta(x1, x2) = J(x1) J(x2)^T``.
@@ -248,20 +267,25 @@ def empirical_ntk(
     outputs, ``trace_axes=(-1,)`` gives ``(N1, N2)``, ``trace_axes=()`` gives
     ``(N1, N2, O, O)``, ``diagonal_axes=(0,)`` with ``trace_axes=(-1,)`` gives ``(N,)``.
 
+    The default ``vmap_axes=None`` probes whether examples are independent (axis 0 of inputs
+    and outputs): JVPs with respect to the first and last examples' inputs must leave the
+    other outputs' tangents exactly zero, and a VJP of the batched outputs must equal the
+    per-example one to ``sqrt(eps)``, on the first and last 4 examples. If so the per-example
+    path runs, else the exact whole-batch kernel (BatchNorm in training mode, attention over
+    the batch). Under ``jax.jit`` the verdict stays on device and ``jax.lax.cond`` picks the
+    kernel (both are compiled); outside it only the chosen kernel is computed.
+
     The ``auto`` rule estimates the flops of each implementation from the number of
     examples ``N1, N2``, outputs per example ``O``, parameters ``P``, output pairs kept per
     example pair ``Q`` (``O`` when the output axis is traced, ``O^2`` for ``trace_axes=()``)
     and the cost ``F`` of one forward pass per example (XLA's cost analysis, at least
     ``2 P``): Jacobian contraction ``3 N O F + 2 N1 N2 P Q``; NTK-vector products
-    ``3 N2 O F + 3 N1 N2 O F``; structured (when a supported layer is found) twice
-    ``3 N O F + 2 N1 N2 (sum_layers T^2 (fan_in + Q fan_out) + P_rest Q)`` (the factor 2
-    charges its bookkeeping, so it is chosen only when it saves real work), and picks the
-    smallest. ``N`` is ``N1`` when ``x2`` is ``None`` and ``N1 + N2`` otherwise, ``T`` the
-    number of positions a layer is applied at, ``P_rest`` the parameters outside supported
-    layers. Consequences: structured for MLPs; NTK-vector products for dense nets with
-    many outputs and ``trace_axes=()`` when structured does not apply (``Q = O^2`` makes
-    the contraction dominate); Jacobian contraction for convolutional nets with few
-    outputs (``F >> P``).
+    ``3 N2 O F + 3 N1 N2 O F``; structured (when a supported layer is found)
+    ``c (3 N O F + sum_kernels min(gram, jac) + 2 N1 N2 P_rest Q)`` with per kernel
+    ``gram = 2 N1 N2 G T^2 (I + Q F_g)`` and ``jac = 2 (N O T G I F_g + N1 N2 Q G I F_g)``
+    (``T`` positions, ``G`` groups, fan-in ``I`` and fan-out ``F_g`` per group, ``c`` a
+    calibrated overhead factor), and picks the smallest. ``N`` is ``N1`` when ``x2`` is
+    ``None`` and ``N1 + N2`` otherwise, ``P_rest`` the parameters outside supported layers.
 
     Args:
         apply_fn: ``apply_fn(params, x) -> outputs`` with the example axis of ``x`` and of the
@@ -271,11 +295,14 @@ def empirical_ntk(
         x2: second inputs with the same feature shape; ``None`` means ``x1`` (cheaper).
         trace_axes: output axes to contract (and divide by their size); default the last.
         diagonal_axes: output axes on which only the diagonal is kept.
-        vmap_axes: ``None`` (default: the whole batch is differentiated at once, exact even
-            when examples interact, but the cost grows quadratically in ``N``), an int
-            (``in_axes = out_axes``) or a pair ``(in_axes, out_axes)``. Passing it
-            certifies that ``apply_fn`` treats examples independently; the result is wrong
-            (silently) if they interact, e.g. through batch norm in training mode.
+        vmap_axes: ``None`` (default): probe whether ``apply_fn`` treats the examples
+            (axis 0 of inputs and outputs) independently and use the per-example path if
+            so, the whole-batch kernel if not (the rule: :func:`empirical_ntk`). An int
+            (``in_axes = out_axes``) or a pair ``(in_axes, out_axes)`` certifies
+            independence without probing; the result is wrong (silently) if examples
+            interact, e.g. through batch norm in training mode.
+        whole_batch: ``True`` skips the probe and differentiates the whole batch at once:
+            exact for any model, cost growing like ``N^2``.
         batch_size: compute the kernel in tiles of this many examples per side (requires
             ``vmap_axes``); memory is bounded by two tiles' worth of Jacobians, at the price
             of recomputing them once per tile pair.
@@ -306,8 +333,41 @@ def empirical_ntk(
         https://arxiv.org/abs/2206.08720
     """
     check_choice("implementation", implementation, IMPLEMENTATIONS)
+    kernel = functools.partial(_kernel, implementation)
+    return run_default(
+        kernel,
+        apply_fn,
+        params,
+        x1,
+        x2,
+        trace_axes=trace_axes,
+        diagonal_axes=diagonal_axes,
+        vmap_axes=vmap_axes,
+        whole_batch=whole_batch,
+        batch_size=batch_size,
+    )
+
+
+def _jacobian_kernel(apply_fn, params, x1, x2, trace_axes, diagonal_axes, vmap_axes, batch_size):
     layout, x1, x2 = prepare_inputs(
         apply_fn, params, x1, x2, trace_axes, diagonal_axes, vmap_axes, batch_size
+    )
+    features = _jacobian_features(layout, params)
+    return run(layout, features, _jacobian_contract(layout), x1, x2, batch_size=batch_size)
+
+
+def _nvp_kernel(apply_fn, params, x1, x2, trace_axes, diagonal_axes, vmap_axes, batch_size):
+    layout, x1, x2 = prepare_inputs(
+        apply_fn, params, x1, x2, trace_axes, diagonal_axes, vmap_axes, batch_size
+    )
+    pair = _nvp_pair(layout, params)
+    return run(layout, lambda x: x, pair, x1, x2, batch_size=batch_size)
+
+
+def _kernel(implementation, apply_fn, params, x1, x2, trace_axes, diagonal_axes, vmap_axes, bs):
+    """One implementation (``auto`` resolved here) for a fixed ``vmap_axes``."""
+    layout, x1, x2 = prepare_inputs(
+        apply_fn, params, x1, x2, trace_axes, diagonal_axes, vmap_axes, bs
     )
     plan = None
     if implementation == "auto":
@@ -315,15 +375,14 @@ def empirical_ntk(
         implementation = choice.implementation
     if implementation == "structured":
         if plan is None:
-            plan = _structured.discover(layout, params, x1)
+            plan = _plan.discover(layout, params, x1, x2 is not None)
         if not plan.applies:
             raise ValueError(
                 "implementation='structured' found no supported layer in apply_fn "
-                f"(supported: {', '.join(_structured.SUPPORTED_LAYERS)})"
+                f"(supported: {', '.join(_plan.SUPPORTED_LAYERS)})"
             )
-        return _structured.structured_run(layout, params, plan, x1, x2, batch_size)
+        return _structured.structured_run(layout, params, plan, x1, x2, bs)
     if implementation == "jacobian_contraction":
         features = _jacobian_features(layout, params)
-        return run(layout, features, _jacobian_contract(layout), x1, x2, batch_size=batch_size)
-    pair = _nvp_pair(layout, params)
-    return run(layout, lambda x: x, pair, x1, x2, batch_size=batch_size)
+        return run(layout, features, _jacobian_contract(layout), x1, x2, batch_size=bs)
+    return run(layout, lambda x: x, _nvp_pair(layout, params), x1, x2, batch_size=bs)

@@ -14,131 +14,33 @@ respect to those perturbations. Parameters that are not used by a supported laye
 kernels, layer-norm scales, the biases of custom layers, ...) are handled by per-example
 Jacobian contraction restricted to those leaves, so every model gets the exact kernel.
 
-Supported layers (called through ``__call__``): ``flax.linen.Dense`` (kernel and bias) and
-``flax.linen.Embed`` (an embedding lookup: ``<x1_t, x2_u>`` is ``[i1_t == i2_u]``).
+Supported layers (called through ``__call__``): ``flax.linen.Dense`` (kernel and bias),
+``flax.linen.Embed`` (an embedding lookup: ``<x1_t, x2_u>`` is ``[i1_t == i2_u]``) and
+``flax.linen.Conv`` (a dense layer on patches, see ``_conv.py``; contraction modes and costs
+in ``_plan.py``).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any, NamedTuple
+from typing import Any
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from gradlab.ntk import _conv
+from gradlab.ntk._detect import run_default
 from gradlab.ntk._layout import Layout, param_letters, prepare_inputs, run
-
-SUPPORTED_LAYERS = ("flax.linen.Dense", "flax.linen.Embed")
-
-
-class _Call(NamedTuple):
-    kind: str  # "dense" | "embed"
-    kernel: int | None  # leaf index of the kernel/embedding in params, None if not found
-    bias: int | None
-    in_shape: tuple[int, ...]
-    out_shape: tuple[int, ...]
-
-
-class Plan(NamedTuple):
-    """What the structured path found: the calls it handles and the leaves it covers."""
-
-    calls: tuple[_Call, ...]
-    covered_calls: tuple[bool, ...]
-    groups: tuple[tuple[int, ...], ...]  # call indices per covered kernel leaf
-    covered_leaves: frozenset[int]
-    num_leaves: int
-
-    @property
-    def applies(self) -> bool:
-        return bool(self.groups)
-
-
-def _layer_kind(module: Any) -> str | None:
-    if isinstance(module, nn.Dense):
-        return "dense"
-    if isinstance(module, nn.Embed):
-        return "embed"
-    return None
-
-
-def _inputs_of(args: tuple, kwargs: dict) -> Any:
-    if args:
-        return args[0]
-    return kwargs.get("inputs")
-
-
-def discover(layout: Layout, params: Any, x1: jax.Array) -> Plan:
-    """Trace one unit abstractly and record every supported layer call and its parameter leaves."""
-    leaves, treedef = jax.tree_util.tree_flatten(params)
-    example = jnp.moveaxis(x1, layout.in_axis, 0)[0] if layout.vmapped else x1
-    calls: list[_Call] = []
-    other_uses: set[int] = set()
-
-    def probe(leaves_, xi):
-        ids = {id(leaf): i for i, leaf in enumerate(leaves_)}
-        p = jax.tree_util.tree_unflatten(treedef, leaves_)
-
-        def interceptor(next_fun, args, kwargs, context):
-            kind = _layer_kind(context.module)
-            if kind is None:
-                return next_fun(*args, **kwargs)
-            m = context.module
-            name = "kernel" if kind == "dense" else "embedding"
-            kernel = (
-                ids.get(id(m.get_variable("params", name)))
-                if m.has_variable("params", name)
-                else None
-            )
-            bias = None
-            if kind == "dense" and m.use_bias and m.has_variable("params", "bias"):
-                bias = ids.get(id(m.get_variable("params", "bias")))
-            if context.method_name != "__call__":
-                other_uses.update(i for i in (kernel, bias) if i is not None)
-                return next_fun(*args, **kwargs)
-            x = _inputs_of(args, kwargs)
-            y = next_fun(*args, **kwargs)
-            calls.append(_Call(kind, kernel, bias, tuple(jnp.shape(x)), tuple(jnp.shape(y))))
-            return y
-
-        with nn.intercept_methods(interceptor):
-            return layout.unit(p, xi)
-
-    jax.eval_shape(probe, leaves, example)
-    groups: dict[int, list[int]] = {}
-    bias_of: dict[int, set] = {}
-    for i, c in enumerate(calls):
-        if c.kernel is None or c.kernel in other_uses:
-            continue
-        groups.setdefault(c.kernel, []).append(i)
-        bias_of.setdefault(c.kernel, set()).add(c.bias)
-    # a kernel shared by layers with different biases, or a bias that is someone's kernel, is
-    # left to the Jacobian path
-    kernels = set(groups)
-    for k in list(groups):
-        b = bias_of[k]
-        if len(b) != 1 or (next(iter(b)) in kernels) or (next(iter(b)) in other_uses):
-            del groups[k]
-    covered = set(groups)
-    for k in groups:
-        b = next(iter(bias_of[k]))
-        if b is not None:
-            covered.add(b)
-    covered_calls = tuple(c.kernel in groups for c in calls)
-    return Plan(
-        calls=tuple(calls),
-        covered_calls=covered_calls,
-        groups=tuple(tuple(v) for v in groups.values()),
-        covered_leaves=frozenset(covered),
-        num_leaves=len(leaves),
-    )
+from gradlab.ntk._plan import SUPPORTED_LAYERS, Plan, discover, inputs_of, layer_kind
 
 
 def structured_features(layout: Layout, params: Any, plan: Plan):
-    """Return ``features(x_tile)`` computing cotangents, layer inputs and leftover Jacobians."""
+    """Return ``features(x_tile)``: leftover Jacobians, (inputs, cotangents) and built Jacobians."""
     leaves, treedef = jax.tree_util.tree_flatten(params)
     rest_idx = [i for i in range(len(leaves)) if i not in plan.covered_leaves]
     slots = [i for i, c in enumerate(plan.covered_calls) if c]
+    nout = len(layout.unit_shape)
 
     def unit(rest, eps, xi):
         full = list(leaves)
@@ -149,14 +51,15 @@ def structured_features(layout: Layout, params: Any, plan: Plan):
         captured = []
 
         def interceptor(next_fun, args, kwargs, context):
-            kind = _layer_kind(context.module)
+            kind = layer_kind(context.module)
             if kind is None or context.method_name != "__call__":
                 return next_fun(*args, **kwargs)
             j = count[0]
             count[0] += 1
             y = next_fun(*args, **kwargs)
             if j < len(plan.calls) and plan.covered_calls[j]:
-                captured.append(_inputs_of(args, kwargs))
+                x = inputs_of(args, kwargs)
+                captured.append(_conv.patches(context.module, x) if kind == "conv" else x)
                 return y + eps[slots.index(j)]
             return y
 
@@ -175,29 +78,36 @@ def structured_features(layout: Layout, params: Any, plan: Plan):
 
     rest0 = [leaves[i] for i in rest_idx]
     jac = jax.jacrev(unit, argnums=(0, 1), has_aux=True)
-    nout = len(layout.unit_shape)
 
     def one(xi):
         # the whole batch is one unit when not vmapped: output shapes depend on its size
         calls = plan.calls if layout.vmapped else discover(layout, params, xi).calls
         (j_rest, j_eps), xs = jac(rest0, zeros_at_outputs(calls), xi)
-        groups = []
-        for group in plan.groups:
+        grams, jacs = [], []
+        for group, mode in zip(plan.groups, plan.modes, strict=True):
             xparts, dparts = [], []
             for j in group:
                 c = plan.calls[j]
                 x = xs[slots.index(j)]
                 d = j_eps[slots.index(j)]
-                if c.kind == "dense":
-                    x = x.reshape(-1, c.in_shape[-1])
-                    if c.bias is not None:
-                        x = jnp.concatenate([x, jnp.ones((x.shape[0], 1), x.dtype)], axis=1)
-                else:
+                g = c.groups
+                if c.kind == "embed":
                     x = x.reshape(-1)
+                else:
+                    x = x.reshape(-1, g, x.shape[-1] // g)
+                    if c.bias is not None:
+                        x = jnp.concatenate([x, jnp.ones((*x.shape[:2], 1), x.dtype)], axis=2)
                 xparts.append(x)
-                dparts.append(d.reshape(*d.shape[:nout], -1, c.out_shape[-1]))
-            groups.append((jnp.concatenate(xparts, 0), jnp.concatenate(dparts, nout)))
-        return j_rest, groups
+                dparts.append(d.reshape(*d.shape[:nout], -1, g, c.out_shape[-1] // g))
+            x = jnp.concatenate(xparts, 0)
+            d = jnp.concatenate(dparts, nout)
+            if mode == "jac":  # J_o = sum_t p_t delta_{o,t}^T, one matmul per group
+                flat = d.reshape(-1, *d.shape[nout:])
+                jm = jnp.einsum("TGI,oTGF->oGIF", x, flat)
+                jacs.append(jm.reshape(*d.shape[:nout], *jm.shape[1:]))
+            else:
+                grams.append((x, d))
+        return j_rest, grams, jacs
 
     if layout.vmapped:
         return jax.vmap(one)
@@ -206,7 +116,9 @@ def structured_features(layout: Layout, params: Any, plan: Plan):
 
 def structured_contract(layout: Layout, plan: Plan):
     """Return ``contract(f1, f2)``: the einsum of one tile pair with letters ``layout.out``."""
-    kinds = [plan.calls[g[0]].kind for g in plan.groups]
+    kinds = [
+        plan.calls[g[0]].kind for g, m in zip(plan.groups, plan.modes, strict=True) if m == "gram"
+    ]
     if layout.vmapped:
         bl, br = layout.lhs[0], layout.rhs[0]
         gb = bl if bl == br else bl + br
@@ -214,28 +126,28 @@ def structured_contract(layout: Layout, plan: Plan):
         bl = br = gb = ""
 
     def contract(f1, f2):
-        (r1, g1), (r2, g2) = f1, f2
+        (r1, g1, j1), (r2, g2, j2) = f1, f2
         total = 0.0
-        for a, b in zip(r1, r2, strict=True):
+        for a, b in zip(list(r1) + j1, list(r2) + j2, strict=True):
             p = param_letters(a.ndim - len(layout.lhs))
             total = total + jnp.einsum(f"{layout.lhs}{p},{layout.rhs}{p}->{layout.out}", a, b)
         for kind, (x1, d1), (x2, d2) in zip(kinds, g1, g2, strict=True):
-            if kind == "dense":
-                gram = jnp.einsum(f"{bl}TI,{br}UI->{gb}TU", x1, x2)
-            else:
-                gram = (x1[..., :, None] == x2[..., None, :]).astype(d1.dtype)
+            if kind == "embed":
                 if bl and bl != br:
                     gram = x1[:, None, :, None] == x2[None, :, None, :]
-                    gram = gram.astype(d1.dtype)
-            if gram.shape[-2:] == (1, 1):
-                gram = gram[..., 0, 0]
+                else:
+                    gram = x1[..., :, None] == x2[..., None, :]
+                gram = gram.astype(d1.dtype)[..., None, :, :]  # one group
+            else:
+                gram = jnp.einsum(f"{bl}TGI,{br}UGI->{gb}GTU", x1, x2)
+            if gram.shape[-3:] == (1, 1, 1):
                 term = jnp.einsum(
-                    f"{layout.lhs}F,{layout.rhs}F->{layout.out}", d1[..., 0, :], d2[..., 0, :]
+                    f"{layout.lhs}F,{layout.rhs}F->{layout.out}", d1[..., 0, 0, :], d2[..., 0, 0, :]
                 )
-                total = total + term * _expand(gram, gb, layout.out)
+                total = total + term * _expand(gram[..., 0, 0, 0], gb, layout.out)
             else:
                 total = total + jnp.einsum(
-                    f"{layout.lhs}TF,{layout.rhs}UF,{gb}TU->{layout.out}", d1, d2, gram
+                    f"{layout.lhs}TGF,{layout.rhs}UGF,{gb}GTU->{layout.out}", d1, d2, gram
                 )
         return total
 
@@ -253,11 +165,6 @@ def _expand(gram: jax.Array, letters: str, out: str) -> jax.Array:
     return gram.reshape(shape)
 
 
-def count_params(params: Any, leaves_idx: frozenset[int]) -> int:
-    leaves = jax.tree_util.tree_leaves(params)
-    return sum(int(leaves[i].size) for i in leaves_idx)
-
-
 def structured(
     apply_fn: Callable,
     params: Any,
@@ -267,6 +174,7 @@ def structured(
     trace_axes: Any = (-1,),
     diagonal_axes: Any = (),
     vmap_axes: Any = None,
+    whole_batch: bool = False,
     batch_size: int | None = None,
 ) -> jax.Array:
     r"""Empirical NTK exploiting the structure ``dy/dW = I (x) x^T`` of flax dense layers.
@@ -280,10 +188,13 @@ def structured(
     formed: for an MLP the cost per example pair is ``sum_layers (fan_in + O * fan_out)``
     instead of ``O * P``.
 
-    Supported layers: ``flax.linen.Dense`` and ``flax.linen.Embed``, called through
-    ``__call__`` inside ``apply_fn`` (any module nesting, any leading axes). Every other
-    parameter leaf (convolutions, normalisation scales, custom layers, ``Embed.attend``
-    users, kernels shared between layers with different biases) is handled exactly by
+    Supported layers: ``flax.linen.Dense``, ``flax.linen.Embed`` and ``flax.linen.Conv``
+    (any strides, padding, input/kernel dilation and ``feature_group_count``: a dense layer
+    on the patches, which a clone of the layer with an identity kernel computes), called
+    through ``__call__`` inside ``apply_fn`` (any module nesting, any leading axes). Every
+    other parameter leaf (masked convolutions, ``ConvLocal``, normalisation scales, custom
+    layers, ``Embed.attend`` users, kernels shared between layers with different biases) is
+    handled exactly by
     per-example Jacobian contraction restricted to those leaves. Not detected: a Dense kernel
     that ``apply_fn`` also uses outside that layer (tied weights through a raw matmul); its
     extra use is missed.
@@ -303,11 +214,14 @@ def structured(
         x2: second inputs with the same feature shape; ``None`` means ``x1`` (cheaper).
         trace_axes: output axes to contract (and divide by their size); default the last.
         diagonal_axes: output axes on which only the diagonal is kept.
-        vmap_axes: ``None`` (default: the whole batch is differentiated at once, exact even
-            when examples interact, but the cost grows quadratically in ``N``), an int
-            (``in_axes = out_axes``) or a pair ``(in_axes, out_axes)``. Passing it
-            certifies that ``apply_fn`` treats examples independently; the result is wrong
-            (silently) if they interact, e.g. through batch norm in training mode.
+        vmap_axes: ``None`` (default): probe whether ``apply_fn`` treats the examples
+            (axis 0 of inputs and outputs) independently and use the per-example path if
+            so, the whole-batch kernel if not (the rule: :func:`empirical_ntk`). An int
+            (``in_axes = out_axes``) or a pair ``(in_axes, out_axes)`` certifies
+            independence without probing; the result is wrong (silently) if examples
+            interact, e.g. through batch norm in training mode.
+        whole_batch: ``True`` skips the probe and differentiates the whole batch at once:
+            exact for any model, cost growing like ``N^2``.
         batch_size: compute the kernel in tiles of this many examples per side (requires
             ``vmap_axes``); memory is bounded by two tiles' worth of Jacobians, at the price
             of recomputing them once per tile pair.
@@ -331,17 +245,32 @@ def structured(
         Novak et al. (2022), Fast finite width neural tangent kernel,
         https://arxiv.org/abs/2206.08720
     """
-    layout, x1, x2 = prepare_inputs(
-        apply_fn, params, x1, x2, trace_axes, diagonal_axes, vmap_axes, batch_size
+    return run_default(
+        _structured_kernel,
+        apply_fn,
+        params,
+        x1,
+        x2,
+        trace_axes=trace_axes,
+        diagonal_axes=diagonal_axes,
+        vmap_axes=vmap_axes,
+        whole_batch=whole_batch,
+        batch_size=batch_size,
     )
-    plan = discover(layout, params, x1)
+
+
+def _structured_kernel(apply_fn, params, x1, x2, trace_axes, diagonal_axes, vmap_axes, bs):
+    layout, x1, x2 = prepare_inputs(
+        apply_fn, params, x1, x2, trace_axes, diagonal_axes, vmap_axes, bs
+    )
+    plan = discover(layout, params, x1, x2 is not None)
     if not plan.applies:
         raise ValueError(
             "implementation='structured' found no supported layer in apply_fn: it needs "
             f"flax linen layers ({', '.join(SUPPORTED_LAYERS)}) whose parameters "
             "are leaves of params; use implementation='auto' to fall back automatically"
         )
-    return structured_run(layout, params, plan, x1, x2, batch_size)
+    return structured_run(layout, params, plan, x1, x2, bs)
 
 
 def structured_run(layout, params, plan, x1, x2, batch_size):

@@ -106,3 +106,50 @@ def reference_contract(full, ndim, trace, diag):
         elif i in diag:
             k = np.moveaxis(np.diagonal(k, axis1=2 * i, axis2=2 * i + 1), -1, 2 * i)
     return k
+
+
+class BatchNormNet(nn.Module):
+    """Dense -> BatchNorm in training mode (batch statistics couple the examples) -> Dense."""
+
+    @nn.compact
+    def __call__(self, x):
+        h = nn.Dense(4, param_dtype=jnp.float64)(x)
+        h = nn.BatchNorm(use_running_average=False, param_dtype=jnp.float64)(h)
+        return nn.Dense(2, param_dtype=jnp.float64)(jnp.tanh(h))
+
+
+@functools.cache
+def coupled_models():
+    """Models whose outputs on one example depend on the others (name -> (params, apply_fn))."""
+    x = jax.random.normal(jax.random.key(19), (5, 3), jnp.float64)
+    bn = BatchNormNet()
+    variables = bn.init(jax.random.key(4), x)
+
+    def batch_norm(p, x):
+        return bn.apply(p, x, mutable=["batch_stats"])[0]
+
+    k = jax.random.split(jax.random.key(5), 4)
+    att = {name: jax.random.normal(kk, (3, 3), jnp.float64) for name, kk in zip("qkvo", k)}
+
+    def attention(p, x):
+        """Self-attention across the batch axis (examples attend to each other)."""
+        q, kk, v = x @ p["q"], x @ p["k"], x @ p["v"]
+        return jax.nn.softmax(q @ kk.T / 3**0.5, axis=-1) @ v @ p["o"]
+
+    params, mlp_fn, _, _ = mlp(2)
+
+    def frozen_centering(p, x):
+        """Batch mean behind stop_gradient: invisible to input JVPs, seen by the VJP probe."""
+        out = mlp_fn(p, x)
+        return out - jax.lax.stop_gradient(out.mean(axis=0))
+
+    def batch_size_scaled(p, x):
+        """No data coupling, but the function depends on the batch size."""
+        return mlp_fn(p, x) * x.shape[0]
+
+    return {
+        "batch_norm": (variables, batch_norm),
+        "attention": (att, attention),
+        "frozen_centering": (params, frozen_centering),
+        "batch_size_scaled": (params, batch_size_scaled),
+    }
