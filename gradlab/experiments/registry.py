@@ -15,6 +15,7 @@ NAMES: tuple[str, ...] = (
     "stability_trace",
     "mp_overtraining",
     "approx_hessian_newton",
+    "icl_one_step_gd",
 )
 
 
