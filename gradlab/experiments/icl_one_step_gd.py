@@ -323,7 +323,7 @@ EXPERIMENT = Experiment(
     title="Transformers learn in-context by gradient descent / One Step of Gradient Descent is "
     "Provably the Optimal In-Context Learner with One Layer of Linear Self-Attention",
     arxiv="2212.07677",
-    cpu_time="~3 min",
+    cpu_time="~4 min",
     config_cls=Config,
     run=run,
     checks=checks,
