@@ -18,6 +18,7 @@ NAMES: tuple[str, ...] = (
     "softmax_ghosts",
     "large_step_perceptron",
     "data_diet",
+    "icl_one_step_gd",
 )
 
 

@@ -16,4 +16,20 @@ from gradlab.models._ntk_mlp import init_ntk_mlp as init_ntk_mlp
 _NTK_NAMES: list[str] = ["NTKDense", "NTKMLP", "init_ntk_mlp"]
 # --- end ntk helper block ---
 
-__all__ = ["MLP", "TinyCNN", "init_cnn", "init_mlp", "mse", "softmax_cross_entropy", *_NTK_NAMES]
+# --- lsa block ---
+from gradlab.models._lsa import LinearSelfAttention as LinearSelfAttention  # noqa: E402
+from gradlab.models._lsa import init_lsa as init_lsa  # noqa: E402
+
+_LSA_NAMES: list[str] = ["LinearSelfAttention", "init_lsa"]
+# --- end lsa block ---
+
+__all__ = [
+    "MLP",
+    "TinyCNN",
+    "init_cnn",
+    "init_mlp",
+    "mse",
+    "softmax_cross_entropy",
+    *_NTK_NAMES,
+    *_LSA_NAMES,
+]

@@ -48,3 +48,40 @@ def test_losses_against_hand_computation():
     np.testing.assert_allclose(gl.models.softmax_cross_entropy(logits, labels), expected, rtol=1e-6)
     out = jnp.array([[1.0, 2.0], [0.0, 1.0]])
     np.testing.assert_allclose(gl.models.mse(out, jnp.zeros_like(out)), 0.5 * (5.0 + 1.0) / 2)
+
+
+# --- linear self-attention (icl_one_step_gd) ---
+
+
+def test_lsa_matches_the_formula_and_is_one_gd_step(x64):
+    d, n = 3, 5
+    params, predict = gl.models.init_lsa(jax.random.key(1), d, n, init_scale=0.5, dtype=jnp.float64)
+    z = jax.random.normal(jax.random.key(2), (4, n + 1, d + 1), jnp.float64)
+    w_kq, w_pv = (np.asarray(params["params"][k]) for k in ("w_kq", "w_pv"))
+    zn = np.asarray(z)
+    out = np.asarray(gl.models.LinearSelfAttention(dtype=jnp.float64).apply(params, z))
+    for b in range(4):  # z_j + (1/n) sum_{i <= n} W_PV z_i (z_i^T W_KQ z_j), dense loop
+        for j in range(n + 1):
+            upd = sum(w_pv @ zn[b, i] * (zn[b, i] @ w_kq @ zn[b, j]) for i in range(n)) / n
+            np.testing.assert_allclose(out[b, j], zn[b, j] + upd, rtol=1e-12)
+    # value row (0, p_y) and W_KQ[d, :d] = 0: y_hat = x_q^T Gamma h with Gamma = p_y A^T
+    p = {
+        "params": {
+            "w_kq": params["params"]["w_kq"].at[d, :].set(0.0),
+            "w_pv": params["params"]["w_pv"].at[d, :d].set(0.0),
+        }
+    }
+    z = z.at[:, -1, -1].set(0.0)
+    gamma = p["params"]["w_pv"][d, d] * p["params"]["w_kq"][:d, :d].T
+    h = jnp.einsum("bn,bnd->bd", z[:, :-1, -1], z[:, :-1, :-1]) / n
+    np.testing.assert_allclose(
+        predict(p, z), jnp.einsum("bd,de,be->b", z[:, -1, :-1], gamma, h), rtol=1e-12
+    )
+
+
+def test_lsa_rejects_a_prompt_without_context():
+    model = gl.models.LinearSelfAttention()
+    with pytest.raises(ValueError, match="z.shape"):
+        model.init(jax.random.key(0), jnp.ones((3, 1, 4)))
+    with pytest.raises(ValueError, match="num_context"):
+        gl.models.init_lsa(jax.random.key(0), 3, 0)
