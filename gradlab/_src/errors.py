@@ -14,14 +14,17 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 import jax
+import jax.numpy as jnp
 
 __all__ = [
     "bad_choice_message",
+    "check_callable",
     "check_choice",
     "check_int",
     "check_leading_axis",
     "check_real",
     "check_same_structure",
+    "check_scalar_loss",
     "check_scalar_output",
     "missing_argument_message",
     "out_of_range_message",
@@ -201,3 +204,23 @@ def check_scalar_output(name: str, value: Any) -> None:
             f"{name} must return a scalar, but it returned an array of shape {shape}: "
             "reduce it (e.g. with a mean over examples)"
         )
+
+
+def check_callable(name: str, value: Any) -> None:
+    """Raise ``TypeError`` unless ``value`` is callable."""
+    if not callable(value):
+        raise TypeError(f"{name}={value!r} must be a callable, got {type(value).__name__}")
+
+
+def check_scalar_loss(name: str, fn: Any, *args: Any) -> jax.ShapeDtypeStruct:
+    """Abstractly evaluate ``fn(*args)`` and require a real floating scalar output."""
+    out = jax.eval_shape(fn, *args)
+    if not isinstance(out, jax.ShapeDtypeStruct):
+        raise ValueError(
+            f"{name} must return a scalar array, but it returned a "
+            f"{type(out).__name__} pytree: {jax.tree_util.tree_structure(out)}"
+        )
+    check_scalar_output(name, out)
+    if not jnp.issubdtype(out.dtype, jnp.floating):
+        raise ValueError(f"{name} must return a real floating scalar, got dtype {out.dtype}")
+    return out

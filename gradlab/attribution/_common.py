@@ -16,7 +16,8 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-from gradlab._src.errors import check_int, check_leading_axis, check_scalar_output
+from gradlab._src.errors import check_callable, check_int, check_leading_axis
+from gradlab._src.errors import check_scalar_loss as _check_scalar_output_of
 
 __all__ = [
     "check_callable",
@@ -32,12 +33,6 @@ __all__ = [
     "split_supervised_batch",
     "static_fn",
 ]
-
-
-def check_callable(name: str, value: Any) -> None:
-    """Raise ``TypeError`` unless ``value`` is callable."""
-    if not callable(value):
-        raise TypeError(f"{name}={value!r} must be a callable, got {type(value).__name__}")
 
 
 #: With ``chunk_size=None``, functions that compute per-example *parameter* gradients vmap over
@@ -154,15 +149,7 @@ def first_example_batch(batch: Any) -> Any:
 
 def check_scalar_loss(name: str, fn: Callable[..., Any], params: Any, batch: Any) -> None:
     """Abstractly evaluate ``fn(params, batch_of_one)`` and require a real scalar."""
-    out = jax.eval_shape(fn, params, first_example_batch(batch))
-    if not isinstance(out, jax.ShapeDtypeStruct):
-        raise ValueError(
-            f"{name} must return a scalar array, but it returned a "
-            f"{type(out).__name__} pytree: {jax.tree_util.tree_structure(out)}"
-        )
-    check_scalar_output(name, out)
-    if not jnp.issubdtype(out.dtype, jnp.floating):
-        raise ValueError(f"{name} must return a real floating scalar, got dtype {out.dtype}")
+    _check_scalar_output_of(name, fn, params, first_example_batch(batch))
 
 
 def map_examples(fn: Callable[[Any], Any], batch: Any, chunk_size: int | None) -> Any:

@@ -7,14 +7,18 @@ never deep inside XLA.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from gradlab._src.errors import check_leading_axis, check_same_structure, check_scalar_output
+from gradlab._src.errors import (
+    check_callable,
+    check_leading_axis,
+    check_same_structure,
+    check_scalar_loss,
+)
 
 __all__ = [
     "as_vector_like",
@@ -24,12 +28,6 @@ __all__ = [
     "num_examples",
     "split_supervised_batch",
 ]
-
-
-def check_callable(name: str, value: Any) -> None:
-    """Raise ``TypeError`` unless ``value`` is callable."""
-    if not callable(value):
-        raise TypeError(f"{name}={value!r} must be a callable, got {type(value).__name__}")
 
 
 def num_examples(name: str, batch: Any) -> int:
@@ -48,20 +46,6 @@ def split_supervised_batch(name: str, batch: Any, hint: str = "") -> tuple[Any, 
             f"axis, got {got}{hint}"
         )
     return batch[0], batch[1]
-
-
-def check_scalar_loss(name: str, fn: Callable[..., Any], *args: Any) -> jax.ShapeDtypeStruct:
-    """Abstractly evaluate ``fn(*args)`` and require a real scalar output."""
-    out = jax.eval_shape(fn, *args)
-    if not isinstance(out, jax.ShapeDtypeStruct):
-        raise ValueError(
-            f"{name} must return a scalar array, but it returned a "
-            f"{type(out).__name__} pytree: {jax.tree_util.tree_structure(out)}"
-        )
-    check_scalar_output(name, out)
-    if not jnp.issubdtype(out.dtype, jnp.floating):
-        raise ValueError(f"{name} must return a real floating scalar, got dtype {out.dtype}")
-    return out
 
 
 def as_vector_like(v: Any, params: Any, name: str = "v") -> Any:

@@ -1,7 +1,8 @@
 """Training and measurement helpers shared by the reproductions (stable: other modules import it).
 
 Everything here is small and generic: full-batch gradient descent as one ``lax.scan``, a
-least-squares line fit in log-log space, and the coefficient of determination.
+least-squares line fit in log-log space, the coefficient of determination and a stratified
+train/test split.
 """
 
 from __future__ import annotations
@@ -10,10 +11,11 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
-__all__ = ["fit_line", "gd_train", "loglog_slope", "r_squared", "tree_size"]
+from gradlab._src.tree import tree_size
+
+__all__ = ["fit_line", "gd_train", "loglog_slope", "r_squared", "stratified_split", "tree_size"]
 
 
 def gd_train(
@@ -86,13 +88,26 @@ def r_squared(y: Sequence[float], y_hat: Sequence[float]) -> float:
     return 1.0 - ss_res / ss_tot if ss_tot > 0 else float("nan")
 
 
-def tree_size(tree: Any) -> int:
-    """Number of scalars in a pytree.
+def stratified_split(
+    y: np.ndarray, test_fraction: float, rng: np.random.Generator, num_classes: int = 10
+) -> tuple[np.ndarray, np.ndarray]:
+    """Indices ``(train, test)`` holding ``test_fraction`` of every class out for testing.
+
+    Each class is permuted with ``rng`` and its first ``round(test_fraction * size)`` indices
+    go to the test set; the train indices are shuffled once more, the test ones are not.
 
     Examples:
-        >>> import jax.numpy as jnp
-        >>> from gradlab.experiments._common import tree_size
-        >>> tree_size({"w": jnp.zeros((3, 2)), "b": jnp.zeros(2)})
-        8
+        >>> import numpy as np
+        >>> from gradlab.experiments._common import stratified_split
+        >>> y = np.array([0, 0, 0, 0, 1, 1, 1, 1])
+        >>> train, test = stratified_split(y, 0.25, np.random.default_rng(0), num_classes=2)
+        >>> sorted(y[test].tolist()), sorted(np.concatenate([train, test]).tolist()) == list(range(8))
+        ([0, 1], True)
     """
-    return sum(int(jnp.size(x)) for x in jax.tree_util.tree_leaves(tree))
+    train, test = [], []
+    for c in range(num_classes):
+        idx = rng.permutation(np.flatnonzero(y == c))
+        n_test = round(test_fraction * idx.size)
+        test.append(idx[:n_test])
+        train.append(idx[n_test:])
+    return rng.permutation(np.concatenate(train)), np.concatenate(test)

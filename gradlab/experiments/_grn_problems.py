@@ -37,6 +37,22 @@ def _frozen_lse(mu: float):
     return loss
 
 
+def _lse_curvature(loss_fn, mu: float):
+    """The ``Problem.curvature`` of a log-sum-exp loss: its Hessian, or the GGN of the frozen
+    normaliser (:func:`_frozen_lse`) for every ``which`` other than ``"exact"``."""
+    from gradlab.curvature import ggn, hessian
+
+    frozen = _frozen_lse(mu)
+
+    def curvature(x, batch, key, which):
+        del key
+        if which == "exact":
+            return hessian(loss_fn, x, batch)
+        return ggn(lambda x, a: a @ x, frozen, x, batch)
+
+    return curvature
+
+
 def logsumexp_problem(key, *, num_rows: int, dim: int, mu: float, whiten: bool = True) -> Problem:
     r"""The paper's synthetic LogSumExp problem, shifted so that the minimiser is ``0``.
 
@@ -49,8 +65,6 @@ def logsumexp_problem(key, *, num_rows: int, dim: int, mu: float, whiten: bool =
         ...     print(float(abs(g).max()) < 1e-12)
         True
     """
-    from gradlab.curvature import ggn, hessian
-
     ka, kb = jax.random.split(key)
     a = jax.random.uniform(ka, (num_rows, dim), minval=-1.0, maxval=1.0)
     b = jax.random.uniform(kb, (num_rows,), minval=-1.0, maxval=1.0)
@@ -64,13 +78,7 @@ def logsumexp_problem(key, *, num_rows: int, dim: int, mu: float, whiten: bool =
         a, r = jnp.linalg.qr(a)
         x0 = r @ x0
     batch = (a, b)
-    frozen = _frozen_lse(mu)
-
-    def curvature(x, batch, key, which):
-        del key
-        if which == "exact":
-            return hessian(loss_fn, x, batch)
-        return ggn(lambda x, a: a @ x, frozen, x, batch)
+    curvature = _lse_curvature(loss_fn, mu)
 
     f_star = float(loss_fn(jnp.zeros(dim, a.dtype), batch))
     return Problem(loss_fn, batch, x0, curvature, f_star)

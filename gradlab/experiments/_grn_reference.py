@@ -24,7 +24,7 @@ import numpy as np
 import scipy.linalg
 
 from gradlab.experiments._grn import Problem
-from gradlab.experiments._grn_problems import _frozen_lse, _lse_loss
+from gradlab.experiments._grn_problems import _lse_curvature, _lse_loss
 
 __all__ = ["reference_lse_data", "reference_lse_problem"]
 
@@ -71,8 +71,6 @@ def reference_lse_problem(
         ...     print(float(abs(g).max()) < 1e-12)
         True
     """
-    from gradlab.curvature import ggn, hessian
-
     a0, b0 = reference_lse_data(seed, num_rows=num_rows, dim=dim)
     z = -b0 / mu
     pi = np.exp(z - z.max())
@@ -86,13 +84,7 @@ def reference_lse_problem(
     batch = (jnp.asarray(a, jnp.float64), jnp.asarray(b0, jnp.float64))
     x0 = jnp.asarray(x0, jnp.float64)
     loss_fn = _lse_loss(mu)
-    frozen = _frozen_lse(mu)
-
-    def curvature(x, batch, key, which):
-        del key
-        if which == "exact":
-            return hessian(loss_fn, x, batch)
-        return ggn(lambda x, a: a @ x, frozen, x, batch)
+    curvature = _lse_curvature(loss_fn, mu)
 
     f_star = float(loss_fn(jnp.zeros(dim, jnp.float64), batch))
     return Problem(loss_fn, batch, x0, curvature, f_star)

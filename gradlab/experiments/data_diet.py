@@ -27,6 +27,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from gradlab.experiments._common import stratified_split
 from gradlab.experiments.schema import Check, Experiment, check
 
 __all__ = ["EXPERIMENT", "Config", "checks", "flip_labels", "plot", "run", "spearman"]
@@ -110,13 +111,7 @@ def _data(config: Config):
     x, y = gl.data.digits(None)
     x, y = np.asarray(x), np.asarray(y)
     rng = np.random.default_rng(config.seed)
-    train, test = [], []
-    for c in range(10):
-        idx = rng.permutation(np.flatnonzero(y == c))
-        n_test = round(config.test_fraction * idx.size)
-        test.append(idx[:n_test])
-        train.append(idx[n_test:])
-    train, test = rng.permutation(np.concatenate(train)), np.concatenate(test)
+    train, test = stratified_split(y, config.test_fraction, rng)
     return (x[train], y[train]), (x[test], y[test]), rng
 
 

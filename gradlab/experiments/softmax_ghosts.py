@@ -44,7 +44,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from gradlab.experiments._common import tree_size
+from gradlab.experiments._common import stratified_split, tree_size
 from gradlab.experiments.schema import Check, Experiment, check
 
 __all__ = ["EXPERIMENT", "KNOWN_FAILING", "Config", "checks", "plot", "r_grid", "run"]
@@ -108,13 +108,7 @@ def _data(config: Config):
     x = np.asarray(x) / 16.0
     y = np.asarray(y)
     rng = np.random.default_rng(config.seed)
-    train, test = [], []
-    for c in range(10):
-        idx = rng.permutation(np.flatnonzero(y == c))
-        n_test = round(config.test_fraction * idx.size)
-        test.append(idx[:n_test])
-        train.append(idx[n_test:])
-    train, test = rng.permutation(np.concatenate(train)), np.concatenate(test)
+    train, test = stratified_split(y, config.test_fraction, rng)
     return (jnp.asarray(x[train]), jnp.asarray(y[train])), (jnp.asarray(x[test]), y[test])
 
 

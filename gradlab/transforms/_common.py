@@ -10,7 +10,7 @@ import jax.numpy as jnp
 
 from gradlab._src.errors import missing_argument_message
 
-__all__ = ["require_extra_arg", "resolve_schedule", "zeros_scalar"]
+__all__ = ["at_least_float32", "require_extra_arg", "resolve_schedule", "zeros_scalar"]
 
 
 def require_extra_arg(value: Any, name: str, where: str, hint: str = "") -> Any:
@@ -35,3 +35,10 @@ def zeros_scalar(dtype: Any = jnp.float32) -> jax.Array:
 
 
 ScheduleOrFloat = float | jax.Array | Callable[[jax.Array], jax.Array]
+
+
+def at_least_float32(params: Any) -> Any:
+    """``params`` with every leaf cast up to float32 (kept wider, e.g. float64 under x64)."""
+    return jax.tree.map(
+        lambda p: jnp.asarray(p).astype(jnp.promote_types(jnp.result_type(p), jnp.float32)), params
+    )

@@ -11,7 +11,7 @@ import optax
 
 from gradlab._src.errors import check_choice, check_int, check_real, missing_argument_message
 from gradlab._src.tree import tree_norm
-from gradlab.transforms._common import require_extra_arg
+from gradlab.transforms._common import at_least_float32, require_extra_arg
 from gradlab.transforms._dicesgd import canonical_key, check_learning_rate
 
 __all__ = ["GRNSearch", "GRNState", "grn", "grn_search", "scale_by_grn"]
@@ -177,12 +177,6 @@ class GRNState(NamedTuple):
     key: jax.Array
 
 
-def _compute_dtype(params):
-    return jax.tree.map(
-        lambda p: jnp.asarray(p).astype(jnp.promote_types(jnp.result_type(p), jnp.float32)), params
-    )
-
-
 def _curvature_matvec(curvature, params, obj_fn, logits_fn, key, num_samples):
     """``v -> H~ v`` at ``params`` for the chosen curvature (built on gradlab.curvature)."""
     from gradlab import curvature as curv
@@ -305,7 +299,7 @@ def scale_by_grn(
             require_extra_arg(logits_fn, "logits_fn", where, hint)
         require_extra_arg(params, "params", where, "call update(updates, state, params, ...)")
         key, sub = jax.random.split(state.key)
-        x = _compute_dtype(params)
+        x = at_least_float32(params)
         g = jax.tree.map(lambda u, p: jnp.asarray(u).astype(p.dtype), updates, x)
         f = obj_fn(x)
         dtype = jnp.result_type(f, *jax.tree.leaves(g))

@@ -10,7 +10,7 @@ import optax
 
 from gradlab._src.errors import check_int, check_real, out_of_range_message
 from gradlab._src.tree import tree_size
-from gradlab.transforms._common import require_extra_arg
+from gradlab.transforms._common import at_least_float32, require_extra_arg
 from gradlab.transforms._dicesgd import canonical_key, check_learning_rate
 
 __all__ = ["SvenState", "scale_by_sven", "sven"]
@@ -38,12 +38,6 @@ class SvenState(NamedTuple):
     key: jax.Array
     rank_used: jax.Array
     num_skipped: jax.Array
-
-
-def _compute_dtype(params):
-    return jax.tree.map(
-        lambda p: jnp.asarray(p).astype(jnp.promote_types(jnp.result_type(p), jnp.float32)), params
-    )
 
 
 def _gaussian_like(key, params, num):
@@ -185,7 +179,7 @@ def scale_by_sven(
         require_extra_arg(residual_fn, "residual_fn", where, hint)
         require_extra_arg(params, "params", where, "call update(updates, state, params, ...)")
         key, sub = jax.random.split(state.key)
-        x = _compute_dtype(params)
+        x = at_least_float32(params)
         step, used = truncated_pinv_step(
             residual_fn,
             x,
