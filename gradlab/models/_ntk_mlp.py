@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
+from typing import Any
 
 import flax.linen as nn
 import jax
@@ -112,7 +113,7 @@ def init_ntk_mlp(
     activation: str = "relu",
     weight_std: float = 1.0,
     bias_std: float = 0.0,
-    dtype=jnp.float32,
+    dtype: Any = jnp.float32,
 ) -> tuple[dict, Callable[[dict, jax.Array], jax.Array]]:
     """Initialise an :class:`NTKMLP`; return ``(params, apply_fn)``.
 

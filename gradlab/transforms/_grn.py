@@ -84,11 +84,14 @@ def grn_search(
     Args:
         value_and_grad_fn: ``x -> (f(x), grad f(x))``.
         matvec: the curvature :math:`\tilde H` at ``params`` (SPD or PSD), on params pytrees.
-        params, value, grads, grad_norm: :math:`x`, :math:`f(x)`, :math:`\nabla f(x)`,
-            :math:`\|\nabla f(x)\|`.
+        params: :math:`x`.
+        value: :math:`f(x)`.
+        grads: :math:`\nabla f(x)`.
+        grad_norm: :math:`\|\nabla f(x)\|`.
         gamma: ``()`` the current :math:`\gamma > 0`.
         max_search: largest number of trials, ``>= 1``.
-        cg_tol, cg_max_iters: passed to :func:`gradlab.spectral.cg`.
+        cg_tol: passed to :func:`gradlab.spectral.cg`.
+        cg_max_iters: passed to :func:`gradlab.spectral.cg`.
         require_converged: also reject a trial whose CG solve did not converge (the larger
             :math:`\lambda` of the next trial makes the system better conditioned). False
             reproduces the authors' code, which takes inexact solves.
@@ -357,8 +360,13 @@ def grn(
 
     Args:
         learning_rate: :math:`\eta`, a float or an optax schedule (default 1).
-        curvature, gamma0, max_search, cg_tol, cg_max_iters, num_samples, key: as
-            :func:`scale_by_grn`.
+        curvature: as :func:`scale_by_grn`.
+        gamma0: as :func:`scale_by_grn`.
+        max_search: as :func:`scale_by_grn`.
+        cg_tol: as :func:`scale_by_grn`.
+        cg_max_iters: as :func:`scale_by_grn`.
+        num_samples: as :func:`scale_by_grn`.
+        key: as :func:`scale_by_grn`.
 
     Returns:
         An ``optax.GradientTransformationExtraArgs``.

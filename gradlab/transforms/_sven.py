@@ -220,7 +220,11 @@ def sven(
 
     Args:
         learning_rate: :math:`\eta`, a float or an optax schedule.
-        rank, key, rtol, oversample, num_power_iters: as :func:`scale_by_sven`.
+        rank: as :func:`scale_by_sven`.
+        key: as :func:`scale_by_sven`.
+        rtol: as :func:`scale_by_sven`.
+        oversample: as :func:`scale_by_sven`.
+        num_power_iters: as :func:`scale_by_sven`.
 
     Returns:
         An ``optax.GradientTransformationExtraArgs``.
