@@ -45,6 +45,12 @@ import jax.numpy as jnp
 import numpy as np
 
 from gradlab.experiments._common import loglog_slope
+from gradlab.experiments._grokking_measures import (
+    centred_alignment,
+    drop_step,
+    log_steps,
+    rise_after_fraction,
+)
 from gradlab.experiments.schema import Check, Experiment, check
 
 __all__ = [
@@ -116,66 +122,6 @@ def network(w, x, *, alpha: float, epsilon: float):
     return alpha * jnp.mean(h + 0.5 * epsilon * h**2, axis=-1, keepdims=True)
 
 
-def centred_alignment(kernel, y) -> jax.Array:
-    r"""Centred kernel alignment :math:`y_c^\top K_c y_c / (\lVert K_c\rVert_F\lVert y_c\rVert^2)`.
-
-    Examples:
-        >>> import jax.numpy as jnp
-        >>> from gradlab.experiments.grokking_lazy_rich import centred_alignment
-        >>> y = jnp.array([1.0, -1.0, 2.0])
-        >>> round(float(centred_alignment(jnp.outer(y, y), y)), 6)  # K = y y^T aligns fully
-        1.0
-    """
-    kernel = kernel - jnp.mean(kernel, axis=0, keepdims=True)
-    kernel = kernel - jnp.mean(kernel, axis=1, keepdims=True)
-    yc = y - jnp.mean(y)
-    return yc @ kernel @ yc / (jnp.linalg.norm(kernel) * jnp.sum(yc**2))
-
-
-def log_steps(num_steps: int, dense_steps: int, log_every: int) -> np.ndarray:
-    """The logged steps: 0, every step up to ``dense_steps``, then every ``log_every``.
-
-    Examples:
-        >>> from gradlab.experiments.grokking_lazy_rich import log_steps
-        >>> log_steps(20, 4, 8).tolist()
-        [0, 1, 2, 3, 4, 12, 20]
-    """
-    dense = min(dense_steps, num_steps)
-    sparse = (num_steps - dense) // log_every
-    return np.concatenate([np.arange(dense + 1), dense + log_every * np.arange(1, sparse + 1)])
-
-
-def drop_step(steps, loss, fraction: float) -> float:
-    """First logged step at which ``loss <= fraction * loss[0]`` (``nan`` if none).
-
-    Examples:
-        >>> from gradlab.experiments.grokking_lazy_rich import drop_step
-        >>> drop_step([0, 10, 20, 30], [1.0, 0.8, 0.5, 0.1], 0.5)
-        20.0
-        >>> drop_step([0, 10], [1.0, 0.9], 0.5)
-        nan
-    """
-    loss = np.asarray(loss, np.float64)
-    hit = np.flatnonzero(loss <= fraction * loss[0])
-    return float(np.asarray(steps)[hit[0]]) if hit.size else float("nan")
-
-
-def rise_after_fraction(steps, alignment, step: float) -> float:
-    """Share of the alignment change ``A(T) - A(0)`` made after ``step`` (linear in steps).
-
-    Examples:
-        >>> from gradlab.experiments.grokking_lazy_rich import rise_after_fraction
-        >>> rise_after_fraction([0, 100, 200], [0.1, 0.2, 0.5], 100.0)
-        0.75
-    """
-    steps = np.asarray(steps, np.float64)
-    a = np.asarray(alignment, np.float64)
-    if not np.isfinite(step):
-        return float("nan")
-    at = np.interp(step, steps, a)
-    return float((a[-1] - at) / (a[-1] - a[0]))
-
-
 def _problem(config: Config):
     k_beta, k_train, k_test, k_w = jax.random.split(jax.random.key(config.seed), 4)
     d = config.dim
@@ -203,13 +149,22 @@ def run(config: Config, progress) -> dict:
 
     slot = np.cumsum(is_ckpt) - 1  # checkpoint slot of each logged step (where is_ckpt)
 
-    def train(alpha):
+    def setup(alpha):
         apply_fn = lambda w, inputs: network(w, inputs, alpha=alpha, epsilon=eps)  # noqa: E731
-        f0, f0t = apply_fn(w0, x)[:, 0], apply_fn(w0, xt)[:, 0]
+        f0 = apply_fn(w0, x)[:, 0]
         lr = config.eta0 * n / alpha**2
 
         def loss(w):
             return 0.5 * jnp.mean((apply_fn(w, x)[:, 0] - f0 - y) ** 2)
+
+        def alignment(w):
+            return centred_alignment(gl.ntk.empirical_ntk(apply_fn, w, xk, vmap_axes=0), yk)
+
+        return apply_fn, loss, lr, alignment
+
+    def train(alpha):
+        apply_fn, loss, lr, alignment = setup(alpha)
+        f0t = apply_fn(w0, xt)[:, 0]
 
         def measure(w):
             test_loss = 0.5 * jnp.mean((apply_fn(w, xt)[:, 0] - f0t - yt) ** 2)
@@ -235,36 +190,49 @@ def run(config: Config, progress) -> dict:
             jnp.concatenate([f[None], a, b])
             for f, a, b in zip(measure(w0), logs_a, logs_b, strict=True)
         )
-        align = jax.lax.map(
-            lambda w: centred_alignment(gl.ntk.empirical_ntk(apply_fn, w, xk, vmap_axes=0), yk),
-            saved,
-        )
-        return (*logs, align)
+        return (*logs, jax.lax.map(alignment, saved))
 
-    with progress(total=1, desc="grokking_lazy_rich") as bar:
-        logs = jax.jit(jax.vmap(train))(jnp.asarray(config.alphas, jnp.float32))
+    def replay(alpha, stop, length):
+        """The alignment at step ``stop`` (the train-low step), by re-running the descent."""
+        _, loss, lr, alignment = setup(alpha)
+
+        def body(i, w):
+            return jnp.where(i < stop, w - lr * jax.grad(loss)(w), w)
+
+        return alignment(jax.lax.fori_loop(0, length, body, w0))
+
+    alphas = jnp.asarray(config.alphas, jnp.float32)
+    with progress(total=2, desc="grokking_lazy_rich") as bar:
+        logs = jax.jit(jax.vmap(train))(alphas)
         train_loss, test_loss, move, align = (np.asarray(v, np.float64) for v in logs)
+        bar.update()
+        low = np.asarray([drop_step(steps, t, config.low_fraction) for t in train_loss])
+        stop = np.where(np.isfinite(low), low, 0).astype(np.int32)
+        length = int(stop.max())
+        run_low = jax.jit(jax.vmap(lambda a, t: replay(a, t, length)))
+        align_low = np.asarray(run_low(alphas, jnp.asarray(stop)), np.float64)
+        align_low = np.where(np.isfinite(low), align_low, np.nan)
         bar.update()
     at = int(np.flatnonzero(steps == config.movement_step)[0])
     per_alpha = []
     for i in range(len(config.alphas)):
         tr = drop_step(steps, train_loss[i], config.drop_fraction)
         te = drop_step(steps, test_loss[i], config.drop_fraction)
-        low = drop_step(steps, train_loss[i], config.low_fraction)
         a = align[i]
         per_alpha.append(
             {
                 "train_drop_step": tr,
                 "test_drop_step": te,
                 "lag": te / tr,
-                "train_low_step": low,
+                "train_low_step": low[i],
                 "final_train_loss": train_loss[i, -1],
                 "final_test_loss": test_loss[i, -1],
                 "movement_at_step": move[i, at],
                 "final_movement": move[i, -1],
                 "alignment_initial": a[0],
+                "alignment_at_low": align_low[i],
                 "alignment_final": a[-1],
-                "alignment_rise_after_low": rise_after_fraction(steps[is_ckpt], a, low),
+                "alignment_rise_after_low": rise_after_fraction(a[0], align_low[i], a[-1]),
             }
         )
     return {
@@ -346,6 +314,7 @@ def plot(config: Config, results: dict):
     for i in range(alphas.size):
         ax.semilogx(ntk_steps[1:], results["alignment"][i][1:], "o-", color=f"C{i}", ms=2, lw=1)
         ax.axvline(rows[i]["train_low_step"], color=f"C{i}", ls=":", lw=1)
+        ax.plot(rows[i]["train_low_step"], rows[i]["alignment_at_low"], "*", color=f"C{i}", ms=7)
     ax.set(
         xlabel="step",
         ylabel="centred NTK-target alignment",
