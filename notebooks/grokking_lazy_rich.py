@@ -43,9 +43,16 @@
 # App. 8.1) with $\eta_0 = 10$, well below the stability limit ($\approx 90$; the top
 # eigenvalue of $K_0/P$ is $\approx 0.02$), and a horizon at which the laziest network's test
 # loss has fallen. $N = 100$ is small (cost grows with $N$). The NTK alignment is the centred
-# kernel alignment of `gl.ntk.empirical_ntk` on 256 test inputs at 32 log-spaced steps; the
-# paper's Figure 1(c) "feature alignment" curve is drawn on its own scale. The smoke run (CI)
-# uses $\alpha \in \{2, 4, 8\}$, 1,500 steps and 24 NTK checkpoints.
+# kernel alignment of `gl.ntk.empirical_ntk` on 256 test inputs at 32 log-spaced steps and at
+# the step where the train loss becomes low (the descent replayed to it); it is not on the
+# scale of the paper's Figure 1(c) alignment curve. The smoke run (CI) uses the two laziest
+# networks, $\alpha \in \{4, 8\}$, with the full horizon (the alignment share depends on
+# it), logging every 32 steps after step 256 and 16 NTK checkpoints.
+#
+# **Margins:** the effect shows within budget but milder than the paper's Figure 1: at
+# $\alpha = 8$ the lag is 7.4 (threshold 5) and only 51% of the alignment rise comes after
+# the train loss is low (threshold 50%); the centred alignment stays small (0.036 to
+# 0.039-0.110) because the unchanging linear part $x^\top x'$ of the NTK dominates it.
 #
 # **Definitions fixed before the run:** a loss "drops" at the first logged step where it is at
 # most half its step-0 value; the train loss is "low" at the first step where it is at most

@@ -25,8 +25,9 @@ without learning the target and only feature learning (:math:`M` turning towards
 Measured per :math:`\alpha` (one ``lax.scan`` of the whole training, ``vmap`` over
 :math:`\alpha`): train and test loss at every step up to ``dense_steps`` and every
 ``log_every`` steps after; the relative weight movement :math:`\lVert W_t - W_0\rVert_F /
-\lVert W_0\rVert_F`; and at ``num_ntk_checkpoints`` log-spaced steps the centred kernel
-alignment of the empirical NTK (:func:`gradlab.ntk.empirical_ntk`) on ``ntk_points`` test
+\lVert W_0\rVert_F`; and at ``num_ntk_checkpoints`` log-spaced steps (and at the step where
+the train loss becomes low, by replaying the descent to it) the centred kernel alignment of
+the empirical NTK (:func:`gradlab.ntk.empirical_ntk`) on ``ntk_points`` test
 inputs with the targets, :math:`\mathrm{CKA}(K, y) = y_c^\top K_c y_c / (\lVert K_c\rVert_F
 \lVert y_c\rVert^2)`, :math:`K_c = HKH`, :math:`y_c = Hy`, :math:`H = I - \mathbf 1\mathbf
 1^\top / n` (Cortes et al. 2012).
