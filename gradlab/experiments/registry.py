@@ -19,6 +19,7 @@ NAMES: tuple[str, ...] = (
     "large_step_perceptron",
     "data_diet",
     "icl_one_step_gd",
+    "intrinsic_dimension",
 )
 
 

@@ -37,11 +37,13 @@ class FastfoodFactors(NamedTuple):
         signs: ``(num_blocks, L)`` the ``+-1`` diagonals ``B_b``.
         perm: ``(num_blocks, L)`` int32 permutations ``Pi_b`` (``(Pi v)_i = v[perm[i]]``).
         gauss: ``(num_blocks, L)`` the Gaussian diagonals ``G_b``.
+        inverse: ``(num_blocks, L)`` int32 inverse permutations (for the transpose).
     """
 
     signs: jax.Array
     perm: jax.Array
     gauss: jax.Array
+    inverse: jax.Array
 
 
 def block_size(dim: int) -> int:
@@ -55,11 +57,10 @@ def fastfood_factors(key: jax.Array, num_params: int, dim: int, dtype: Any) -> F
     num_blocks = math.ceil(num_params / size)
     k_sign, k_perm, k_gauss = jax.random.split(key, 3)
     signs = jax.random.rademacher(k_sign, (num_blocks, size), dtype)
-    perm = jax.vmap(lambda k: jax.random.permutation(k, size))(
-        jax.random.split(k_perm, num_blocks)
-    )
+    perm = jax.vmap(lambda k: jax.random.permutation(k, size))(jax.random.split(k_perm, num_blocks))
     gauss = jax.random.normal(k_gauss, (num_blocks, size), dtype)
-    return FastfoodFactors(signs, perm.astype(jnp.int32), gauss)
+    inverse = jnp.argsort(perm, axis=-1)
+    return FastfoodFactors(signs, perm.astype(jnp.int32), gauss, inverse.astype(jnp.int32))
 
 
 def _fwht(x: jax.Array) -> jax.Array:
@@ -90,10 +91,13 @@ def fastfood_extend(factors: FastfoodFactors, z: jax.Array, num_params: int) -> 
 
 
 def fastfood_restrict(factors: FastfoodFactors, g: jax.Array, dim: int) -> jax.Array:
-    """``P_raw^T g``: the exact transpose of :func:`fastfood_extend`."""
-    zero = jnp.zeros(dim, g.dtype)
-    (out,) = jax.linear_transpose(lambda z: fastfood_extend(factors, z, g.shape[0]), zero)(g)
-    return out
+    """``P_raw^T g``: the transpose of :func:`fastfood_extend` (``H`` symmetric, gathers only)."""
+    num_blocks, size = factors.signs.shape
+    u = jnp.pad(g, (0, num_blocks * size - g.shape[0])).reshape(num_blocks, size)
+    u = factors.gauss * _fwht(u)
+    u = jnp.take_along_axis(u, factors.inverse, axis=-1)  # Pi^T
+    u = factors.signs * _fwht(u)
+    return jnp.sum(u, axis=0)[:dim] / math.sqrt(size)
 
 
 def fastfood_column_norms(factors: FastfoodFactors, num_params: int, dim: int) -> jax.Array:

@@ -130,3 +130,13 @@ def test_fastfood_block_is_the_hadamard_product_formula(x64, key):
     np.testing.assert_allclose(fastfood_extend(f, jnp.asarray(z), 16), dense @ z, rtol=1e-12)
     # a full block's columns have squared norm ||G_b||^2
     np.testing.assert_allclose(np.sum(blocks[0] ** 2, axis=0), np.sum(f.gauss[0] ** 2))
+
+
+def test_fastfood_restrict_is_the_transpose_of_extend(x64, key):
+    from gradlab.transforms._fastfood import fastfood_extend, fastfood_factors, fastfood_restrict
+
+    f = fastfood_factors(key, 37, 5, jnp.float64)  # L = 8, five blocks, the last truncated
+    z = jax.random.normal(jax.random.key(1), (5,), jnp.float64)
+    g = jax.random.normal(jax.random.key(2), (37,), jnp.float64)
+    lhs = jnp.dot(g, fastfood_extend(f, z, 37))
+    np.testing.assert_allclose(lhs, jnp.dot(fastfood_restrict(f, g, 5), z), rtol=1e-12)
