@@ -79,8 +79,8 @@ def d_int90(dims, accuracy, baseline: float, fraction: float = 0.9) -> tuple[flo
 
     Examples:
         >>> from gradlab.experiments.intrinsic_dimension import d_int90
-        >>> d_int90([10, 100, 1000], [0.5, 0.8, 0.95], baseline=1.0)
-        (316.22776601683796, 1000.0)
+        >>> d_int90([10, 100, 1000], [0.5, 0.85, 0.95], baseline=1.0)  # halfway in log d
+        (316.22776601683825, 1000.0)
         >>> d_int90([10, 100], [0.5, 0.6], baseline=1.0)
         (nan, nan)
     """
