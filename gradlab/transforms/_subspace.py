@@ -43,7 +43,7 @@ class RandomSubspaceState(NamedTuple):
         column_norms: ``(d,)`` norms of the raw Gaussian columns (``P`` has unit columns).
         basis: ``(D, d)`` the normalized projection ``P`` for ``projection="dense"``; ``None``
             for ``"chunked"``, which regenerates ``P`` from ``key`` at every step; for
-            ``"fastfood"`` the ``FastfoodFactors`` (three ``(ceil(D / L), L)`` arrays, ``L`` the
+            ``"fastfood"`` the ``FastfoodFactors`` (four ``(ceil(D / L), L)`` arrays, ``L`` the
             smallest power of two ``>= d``).
         inner_state: state of the ``inner`` transform acting on the ``(d,)`` coordinates.
 
@@ -198,7 +198,7 @@ def scale_by_random_subspace(
     :math:`H G \Pi H B / \sqrt{L}` (Walsh-Hadamard ``H``, random signs ``B``, permutation
     :math:`\Pi`, Gaussian diagonal ``G``; ``L`` the smallest power of two ``>= d``) with
     columns normalized exactly; each product costs ``O(D log d)`` and the state holds
-    ``3 D``-ish numbers (``3 L ceil(D / L)``) instead of ``D d``. It is a different random
+    ``4 L ceil(D / L)`` numbers (about ``4 D``) instead of ``D d``. It is a different random
     matrix from the Gaussian one (:func:`random_subspace_basis` with ``projection="fastfood"``).
 
     Args:
@@ -211,7 +211,7 @@ def scale_by_random_subspace(
 
     Returns:
         A ``GradientTransformation`` with :class:`RandomSubspaceState`. Memory: ``D d`` floats
-        (dense), ``2 d`` (chunked) or about ``3 D`` (fastfood, up to ``6 D`` when ``d`` is just
+        (dense), ``2 d`` (chunked) or about ``4 D`` (fastfood, up to ``8 D`` when ``d`` is just
         above a power of two), plus ``inner``'s state on ``d`` coordinates.
 
     Raises:
