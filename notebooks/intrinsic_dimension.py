@@ -29,10 +29,11 @@
 # $D$ = 4,810 to 85,002 (17.7x) instead of 40k-960k. $P$ is the Fastfood projection with unit
 # columns for every model (`gl.transforms.random_subspace(projection="fastfood")`; the paper
 # uses a dense Gaussian $P$ for small $D$ and Fastfood for large, and reports the same
-# $d_{\mathrm{int}}$ for both). $d$ on a $\sqrt 2$ grid from 32 to 1,024. Adam with learning
+# $d_{\mathrm{int}}$ for both). $d$ on a $\sqrt 2$ grid from 64 to 1,024 (all $d$ of one network share one compiled
+# program: 1,024 columns, the coordinates $\ge d$ frozen by a mask). Adam with learning
 # rate $10^{-2}$ (the paper: $10^{-3}$) on $z$ and on $\theta$ for the baseline, batch 128,
 # 1,100 steps (about 100 epochs, the paper's epoch budget; with $10^{-3}$ the subspace runs
-# are far from converged in that many steps), no weight decay, 3 seeds ($\theta_0$, $P$ and
+# are far from converged in that many steps), no weight decay, 2 seeds ($\theta_0$, $P$ and
 # the batch order) averaged. **Baseline** (as in the paper's definition): the test accuracy of
 # the same architecture trained directly in all $D$ parameters, same optimiser and budget,
 # averaged over the seeds, one baseline per network; threshold $0.9 \times$ baseline.
