@@ -20,6 +20,7 @@ NAMES: tuple[str, ...] = (
     "data_diet",
     "icl_one_step_gd",
     "grokking_lazy_rich",
+    "intrinsic_dimension",
 )
 
 

@@ -13,6 +13,12 @@ import optax
 from gradlab._src.errors import check_choice, check_int
 from gradlab._src.tree import tree_dtype, tree_size
 from gradlab.transforms._dicesgd import canonical_key, check_learning_rate
+from gradlab.transforms._fastfood import (
+    fastfood_column_norms,
+    fastfood_extend,
+    fastfood_factors,
+    fastfood_restrict,
+)
 from gradlab.transforms._pcgrad import unravel_like
 
 __all__ = [
@@ -22,7 +28,7 @@ __all__ = [
     "scale_by_random_subspace",
 ]
 
-Projection = Literal["dense", "chunked"]
+Projection = Literal["dense", "chunked", "fastfood"]
 
 
 class RandomSubspaceState(NamedTuple):
@@ -36,7 +42,9 @@ class RandomSubspaceState(NamedTuple):
             ``theta_t - theta_0 = -lr * P z``).
         column_norms: ``(d,)`` norms of the raw Gaussian columns (``P`` has unit columns).
         basis: ``(D, d)`` the normalized projection ``P`` for ``projection="dense"``; ``None``
-            for ``"chunked"``, which regenerates ``P`` from ``key`` at every step.
+            for ``"chunked"``, which regenerates ``P`` from ``key`` at every step; for
+            ``"fastfood"`` the ``FastfoodFactors`` (four ``(ceil(D / L), L)`` arrays, ``L`` the
+            smallest power of two ``>= d``).
         inner_state: state of the ``inner`` transform acting on the ``(d,)`` coordinates.
 
     Examples:
@@ -114,11 +122,13 @@ def random_subspace_basis(
     *,
     key: jax.Array,
     chunk_size: int = 4096,
+    projection: Projection = "dense",
 ) -> jax.Array:
-    r"""The ``(D, d)`` projection ``P`` (unit-norm Gaussian columns) used by the subspace transform.
+    r"""The ``(D, d)`` projection ``P`` (unit-norm columns) used by the subspace transform.
 
-    Both ``projection`` modes of :func:`scale_by_random_subspace` use this same matrix for the
-    same ``key``, ``dim`` and ``chunk_size``; rows are in the order of the flattened leaves of
+    ``"dense"`` and ``"chunked"`` (:func:`scale_by_random_subspace`) use this same Gaussian
+    matrix for the same ``key``, ``dim`` and ``chunk_size``; ``projection="fastfood"`` gives the
+    Fastfood matrix of that mode instead. Rows are in the order of the flattened leaves of
     ``like``. Meant for inspection and tests on small models (it materializes ``D x d``).
 
     Args:
@@ -126,6 +136,7 @@ def random_subspace_basis(
         dim: subspace dimension ``d``, ``1 <= d <= D``.
         key: the PRNG key given to the transform.
         chunk_size: rows generated per random draw (must match the transform's).
+        projection: ``"dense"`` / ``"chunked"`` (the same matrix) or ``"fastfood"``.
 
     Returns:
         ``(D, d)`` array (float32, or float64 for float64 params).
@@ -140,8 +151,15 @@ def random_subspace_basis(
     num_params = tree_size(like)
     dim = check_int("dim", dim, 1, num_params)
     chunk_size = check_int("chunk_size", chunk_size, 1)
+    check_choice("projection", projection, ("dense", "chunked", "fastfood"))
     key = canonical_key(key, "random_subspace_basis")
     dtype = jnp.promote_types(tree_dtype(like), jnp.float32)
+    if projection == "fastfood":
+        factors = fastfood_factors(key, num_params, dim, dtype)
+        norms = fastfood_column_norms(factors, num_params, dim)
+        eye = jnp.eye(dim, dtype=dtype)
+        cols = jax.vmap(lambda e: fastfood_extend(factors, e, num_params))(eye)
+        return cols.T / norms
     norms = _column_norms(key, num_params, dim, chunk_size, dtype)
     return _dense(key, num_params, dim, chunk_size, dtype) / norms
 
@@ -175,19 +193,26 @@ def scale_by_random_subspace(
     norms are stored, and every step regenerates ``P`` from the key ``chunk_size`` rows at a
     time inside a ``lax.scan`` (two passes, ``O(chunk_size * d)`` extra memory, ~2x the
     random-number work of one dense draw). Both modes use exactly the same ``P``
-    (:func:`random_subspace_basis`).
+    (:func:`random_subspace_basis`). ``projection="fastfood"`` is Li et al.'s choice for large
+    ``D``: ``P`` is a stack of ``ceil(D / L)`` Fastfood blocks
+    :math:`H G \Pi H B / \sqrt{L}` (Walsh-Hadamard ``H``, random signs ``B``, permutation
+    :math:`\Pi`, Gaussian diagonal ``G``; ``L`` the smallest power of two ``>= d``) with
+    columns normalized exactly; each product costs ``O(D log d)`` and the state holds
+    ``4 L ceil(D / L)`` numbers (about ``4 D``) instead of ``D d``. It is a different random
+    matrix from the Gaussian one (:func:`random_subspace_basis` with ``projection="fastfood"``).
 
     Args:
         dim: subspace dimension ``d``; checked at ``init`` to satisfy ``1 <= d <= D``.
         key: PRNG key defining the subspace (required).
-        projection: ``"dense"`` or ``"chunked"``.
-        chunk_size: rows of ``P`` generated per random draw (both modes; part of the definition
-            of ``P``).
+        projection: ``"dense"``, ``"chunked"`` or ``"fastfood"``.
+        chunk_size: rows of ``P`` generated per random draw (``"dense"`` and ``"chunked"``; part
+            of the definition of ``P``; unused by ``"fastfood"``).
         inner: optional transform on the ``(d,)`` subspace gradient (default: identity).
 
     Returns:
         A ``GradientTransformation`` with :class:`RandomSubspaceState`. Memory: ``D d`` floats
-        (dense) or ``2 d`` (chunked), plus ``inner``'s state on ``d`` coordinates.
+        (dense), ``2 d`` (chunked) or about ``4 D`` (fastfood, up to ``8 D`` when ``d`` is just
+        above a power of two), plus ``inner``'s state on ``d`` coordinates.
 
     Raises:
         ValueError: missing ``key``, unknown ``projection``, ``dim < 1`` or ``chunk_size < 1``
@@ -211,7 +236,7 @@ def scale_by_random_subspace(
     where = "scale_by_random_subspace"
     dim = check_int("dim", dim, 1)
     chunk_size = check_int("chunk_size", chunk_size, 1)
-    check_choice("projection", projection, ("dense", "chunked"))
+    check_choice("projection", projection, ("dense", "chunked", "fastfood"))
     key = canonical_key(key, where)
     inner = optax.identity() if inner is None else inner
 
@@ -223,8 +248,12 @@ def scale_by_random_subspace(
                 "parameters)"
             )
         dtype = jnp.promote_types(tree_dtype(params), jnp.float32)
-        norms = _column_norms(key, num_params, dim, chunk_size, dtype)
         basis = None
+        if projection == "fastfood":
+            basis = fastfood_factors(key, num_params, dim, dtype)
+            norms = fastfood_column_norms(basis, num_params, dim)
+        else:
+            norms = _column_norms(key, num_params, dim, chunk_size, dtype)
         if projection == "dense":
             basis = _dense(key, num_params, dim, chunk_size, dtype) / norms
         z = jnp.zeros(dim, dtype)
@@ -241,14 +270,18 @@ def scale_by_random_subspace(
         dtype = state.z.dtype
         leaves = jax.tree.leaves(updates)
         flat = jnp.concatenate([x.reshape(-1).astype(dtype) for x in leaves])
-        if state.basis is not None:
+        if projection == "dense":
             grad_z = state.basis.T @ flat
+        elif projection == "fastfood":
+            grad_z = fastfood_restrict(state.basis, flat, dim) / state.column_norms
         else:
             grad_z = _restrict(state.key, flat, dim, chunk_size) / state.column_norms
         step, inner_state = inner.update(grad_z, state.inner_state, params)
         step = step.astype(dtype)
-        if state.basis is not None:
+        if projection == "dense":
             out = state.basis @ step
+        elif projection == "fastfood":
+            out = fastfood_extend(state.basis, step / state.column_norms, flat.shape[0])
         else:
             out = _extend(state.key, step / state.column_norms, flat.shape[0], chunk_size)
         new_state = RandomSubspaceState(
@@ -281,7 +314,8 @@ def random_subspace(
         learning_rate: a float or an optax schedule.
         dim: subspace dimension ``d`` (``1 <= d <= D``).
         key: PRNG key defining the subspace (required).
-        projection: ``"dense"`` (store ``P``) or ``"chunked"`` (regenerate it from ``key``).
+        projection: ``"dense"`` (store ``P``), ``"chunked"`` (regenerate it from ``key``) or
+            ``"fastfood"`` (structured ``P``, ``O(D log d)`` per product).
         chunk_size: rows of ``P`` per random draw.
         inner: optional transform on the subspace gradient (e.g. ``optax.scale_by_adam()``).
 

@@ -81,10 +81,62 @@ def test_bad_input(key):
     with pytest.raises(ValueError, match="'key'"):
         scale_by_random_subspace(3)
     with pytest.raises(ValueError, match="projection"):
-        scale_by_random_subspace(3, key=key, projection="fastfood")
+        scale_by_random_subspace(3, key=key, projection="sparse")
     with pytest.raises(ValueError, match="dim"):
         scale_by_random_subspace(0, key=key)
     with pytest.raises(ValueError, match="learning_rate"):
         random_subspace(-1.0, 3, key=key)
     with pytest.raises(ValueError, match="dim=30 is out of range"):
         scale_by_random_subspace(30, key=key).init(_params())
+
+
+def test_fastfood_matches_its_basis_and_columns_are_unit(x64, key):
+    # D = 23 with d = 6: blocks of L = 8, the third one truncated to 7 rows.
+    lr, dim = 0.05, 6
+    params0 = _params()
+    p = np.asarray(random_subspace_basis(params0, dim, key=key, projection="fastfood"))
+    assert p.shape == (23, dim)
+    np.testing.assert_allclose(np.linalg.norm(p, axis=0), 1.0, rtol=1e-12)
+    opt = random_subspace(lr, dim, key=key, projection="fastfood")
+    state = opt.init(params0)
+    params = params0
+    grad, update = jax.jit(jax.grad(_loss)), jax.jit(opt.update)
+    for _ in range(4):
+        g = grad(params)
+        updates, state = update(g, state)
+        flat_g = ravel_pytree(g)[0]
+        np.testing.assert_allclose(
+            ravel_pytree(updates)[0], -lr * p @ (p.T @ flat_g), rtol=1e-10, atol=1e-12
+        )
+        params = optax.apply_updates(params, updates)
+    delta = ravel_pytree(params)[0] - ravel_pytree(params0)[0]
+    np.testing.assert_allclose(delta, -lr * p @ np.asarray(state[0].z), rtol=1e-10, atol=1e-12)
+
+
+def test_fastfood_block_is_the_hadamard_product_formula(x64, key):
+    from scipy.linalg import hadamard
+
+    from gradlab.transforms._fastfood import fastfood_extend, fastfood_factors
+
+    f = fastfood_factors(key, 16, 8, jnp.float64)  # two full blocks of L = 8
+    h = hadamard(8)
+    blocks = []
+    for b in range(2):
+        perm = np.eye(8)[np.asarray(f.perm[b])]  # (Pi v)_i = v[perm[i]]
+        m = h @ np.diag(f.gauss[b]) @ perm @ h @ np.diag(f.signs[b]) / np.sqrt(8)
+        blocks.append(m)
+    dense = np.concatenate(blocks)
+    z = np.linspace(-1.0, 2.0, 8)
+    np.testing.assert_allclose(fastfood_extend(f, jnp.asarray(z), 16), dense @ z, rtol=1e-12)
+    # a full block's columns have squared norm ||G_b||^2
+    np.testing.assert_allclose(np.sum(blocks[0] ** 2, axis=0), np.sum(f.gauss[0] ** 2))
+
+
+def test_fastfood_restrict_is_the_transpose_of_extend(x64, key):
+    from gradlab.transforms._fastfood import fastfood_extend, fastfood_factors, fastfood_restrict
+
+    f = fastfood_factors(key, 37, 5, jnp.float64)  # L = 8, five blocks, the last truncated
+    z = jax.random.normal(jax.random.key(1), (5,), jnp.float64)
+    g = jax.random.normal(jax.random.key(2), (37,), jnp.float64)
+    lhs = jnp.dot(g, fastfood_extend(f, z, 37))
+    np.testing.assert_allclose(lhs, jnp.dot(fastfood_restrict(f, g, 5), z), rtol=1e-12)
