@@ -10,6 +10,12 @@ os.environ.setdefault("XLA_FLAGS", "--xla_cpu_multi_thread_eigen=false")
 import jax
 import pytest
 
+# The tests run thousands of tiny programs, so XLA's compile time dominates their run time:
+# skip the expensive LLVM backend passes (HLO-level simplification and fusion still run, so
+# results are the same floating-point operations). Only this process is affected: notebook
+# kernels and CLI subprocesses, which run longer programs, keep the default optimisation.
+jax.config.update("jax_disable_most_optimizations", True)
+
 
 @pytest.fixture
 def x64():

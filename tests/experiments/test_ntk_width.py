@@ -45,15 +45,30 @@ def test_kernel_stats_are_relative_frobenius_distances():
     np.testing.assert_allclose(float(drift), np.linalg.norm(b - a) / np.linalg.norm(a), rtol=1e-6)
 
 
+# One small config for every test that trains nets: ``_width_run`` and ``_loss_run`` are jitted
+# with the config static, so sharing it (and the key counts run() uses: 2 kernel seeds, 3
+# loss-only seeds) compiles each of them once per width for the whole module.
+SMALL = dataclasses.replace(
+    Config(),
+    depth=2,
+    num_steps=4,
+    num_train=6,
+    num_test=5,
+    widths=(8, 16),
+    num_seeds=2,
+    num_loss_seeds=5,
+)
+
+
 def test_width_run_matches_a_direct_computation():
-    cfg = dataclasses.replace(Config(), depth=2, num_steps=3, num_train=6)
+    cfg = SMALL
     x = unit_circle(cfg.num_train)
-    x_test = held_out_inputs(5)
+    x_test = held_out_inputs(cfg.num_test)
     keys = jax.random.split(jax.random.key(0), 2)
     theta0, theta_t, losses, (f0, f0_test, ft_test) = _width_run(
         keys, x, x_test, width=16, config=cfg
     )
-    assert theta0.shape == theta_t.shape == (2, 6, 6) and losses.shape == (2, 4)
+    assert theta0.shape == theta_t.shape == (2, 6, 6) and losses.shape == (2, 5)
     assert f0.shape == (2, 6, 1) and f0_test.shape == ft_test.shape == (2, 5, 1)
 
     sizes = (2, 16, 16, 1)
@@ -88,12 +103,16 @@ def test_width_run_matches_a_direct_computation():
 
 def test_loss_run_trains_the_same_nets_as_width_run():
     # the loss-only seeds must be the same networks and GD as the kernel seeds, minus kernels
-    cfg = dataclasses.replace(Config(), depth=2, num_steps=5, num_train=6)
+    # (nets 0-1 through one _width_run call and net 2 through a second: the key counts of run())
+    cfg = SMALL
     x = unit_circle(cfg.num_train)
-    x_test = held_out_inputs(4)
-    keys = jax.random.split(jax.random.key(3), 3)
-    _, _, losses, outputs = _width_run(keys, x, x_test, width=16, config=cfg)
-    only, only_outputs = _loss_run(keys, x, x_test, width=16, config=cfg)
+    x_test = held_out_inputs(cfg.num_test)
+    keys = jax.random.split(jax.random.key(3), 4)
+    first, second = (_width_run(k, x, x_test, width=16, config=cfg) for k in (keys[:2], keys[2:]))
+    _, _, losses, outputs = jax.tree_util.tree_map(
+        lambda a, b: jnp.concatenate([a, b[:1]]), first, second
+    )
+    only, only_outputs = _loss_run(keys[:3], x, x_test, width=16, config=cfg)
     assert only.shape == (3, cfg.num_steps + 1)
     np.testing.assert_allclose(only, losses, rtol=1e-5)
     for a, b in zip(only_outputs, outputs, strict=True):
@@ -102,9 +121,7 @@ def test_loss_run_trains_the_same_nets_as_width_run():
 
 
 def test_run_averages_final_losses_over_all_loss_seeds():
-    cfg = dataclasses.replace(
-        Config(), depth=2, num_steps=4, num_train=6, widths=(8, 16), num_seeds=2, num_loss_seeds=5
-    )
+    cfg = SMALL
     res = run(cfg, make_progress(False))
     for w in res["per_width"]:
         final = np.array(w["final_loss"])
