@@ -10,7 +10,7 @@ import jax
 import jax.numpy as jnp
 
 from gradlab._src.errors import check_choice
-from gradlab.ntk import _plan, _structured
+from gradlab.ntk import _structured
 from gradlab.ntk._auto import choose_implementation
 from gradlab.ntk._detect import run_default
 from gradlab.ntk._layout import Layout, param_letters, prepare_inputs, run
@@ -375,12 +375,9 @@ def _kernel(implementation, apply_fn, params, x1, x2, trace_axes, diagonal_axes,
         implementation = choice.implementation
     if implementation == "structured":
         if plan is None:
-            plan = _plan.discover(layout, params, x1, x2 is not None)
+            plan = _structured.discover_any(layout, params, x1, x2)
         if not plan.applies:
-            raise ValueError(
-                "implementation='structured' found no supported layer in apply_fn "
-                f"(supported: {', '.join(_plan.SUPPORTED_LAYERS)})"
-            )
+            raise ValueError(_structured.NOTHING_SUPPORTED)
         return _structured.structured_run(layout, params, plan, x1, x2, bs)
     if implementation == "jacobian_contraction":
         features = _jacobian_features(layout, params)
