@@ -280,7 +280,7 @@ def empirical_ntk(
     example pair ``Q`` (``O`` when the output axis is traced, ``O^2`` for ``trace_axes=()``)
     and the cost ``F`` of one forward pass per example (XLA's cost analysis, at least
     ``2 P``): Jacobian contraction ``3 N O F + 2 N1 N2 P Q``; NTK-vector products
-    ``3 N2 O F + 3 N1 N2 O F``; structured (when a supported layer is found)
+    ``3 N2 O F + 3 N1 N2 O F``; structured (when a layer or contraction is found)
     ``c (3 N O F + sum_kernels min(gram, jac) + 2 N1 N2 P_rest Q)`` with per kernel
     ``gram = 2 N1 N2 G T^2 (I + Q F_g)`` and ``jac = 2 (N O T G I F_g + N1 N2 Q G I F_g)``
     (``T`` positions, ``G`` groups, fan-in ``I`` and fan-out ``F_g`` per group, ``c`` a

@@ -195,7 +195,13 @@ def structured(
     other parameter leaf (masked convolutions, ``ConvLocal``, normalisation scales, custom
     layers, ``Embed.attend`` users, kernels shared between layers with different biases) is
     handled exactly by
-    per-example Jacobian contraction restricted to those leaves. Not detected: a Dense kernel
+    per-example Jacobian contraction restricted to those leaves.
+
+    Plain JAX functions (no flax layers): every parameter leaf used only as a ``dot_general``
+    operand (``@``, ``einsum``, after ``transpose``/``reshape`` of the leaf) is factored the
+    same way from ``jax.make_jaxpr(apply_fn)`` (public ``jax.extend`` objects), a bias added
+    onto such a product is folded in, and every other leaf falls back to the Jacobian path
+    (the rule: docs/ntk.md). Not detected: a Dense kernel
     that ``apply_fn`` also uses outside that layer (tied weights through a raw matmul); its
     extra use is missed.
 
@@ -231,7 +237,8 @@ def structured(
 
     Raises:
         ValueError: if ``apply_fn`` calls no supported flax linen layer whose parameters are
-            leaves of ``params`` (``implementation="auto"`` then falls back).
+            leaves of ``params`` and uses no leaf only in ``dot_general`` contractions
+            (``implementation="auto"`` then falls back).
 
     Examples:
         >>> import jax, jax.numpy as jnp, gradlab as gl
