@@ -229,6 +229,7 @@ def main() -> None:
         default="mlp_small,mlp_wide,plain_small,plain_wide,cnn",
         help="comma-separated subset to run",
     )
+    parser.add_argument("--sizes", default="", help="comma-separated N (default 128,512)")
     parser.add_argument(
         "--large-n", action="store_true", help="also the N=4,096 spectrum (and tiled) parts"
     )
@@ -236,6 +237,8 @@ def main() -> None:
     chosen = set(args.workloads.split(","))
     repeats = 3 if args.quick else 7
     sizes = (128,) if args.quick else (128, 512)
+    if args.sizes:
+        sizes = tuple(int(v) for v in args.sizes.split(","))
     results = []
     for n in sizes:
         for name, (params, apply_fn, x) in workloads(n).items():
