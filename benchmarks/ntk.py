@@ -1,9 +1,11 @@
 """Empirical-NTK implementations vs a naive jacrev baseline, and NTK spectra without the kernel.
 
-    python -m benchmarks.ntk [--quick]
+    python -m benchmarks.ntk [--quick] [--workloads mlp_small,...] [--large-n]
 
 Workloads (float32, jit, data and weights passed as arguments): digits (standardised) through
-the small (64-128-128-10) and wide (64-512-512-10) tanh MLPs of DESIGN.md, and a small CNN
+the small (64-128-128-10) and wide (64-512-512-10) tanh MLPs of DESIGN.md (``mlp_*``: flax;
+``plain_*``: the same weights as a list of ``(w, b)`` arrays through ``h = tanh(h @ w + b)``,
+no flax, which the structured path handles through the jaxpr), and a small CNN
 (``gl.models.TinyCNN``, two 3x3 convolutions with 8 channels, mean pool, dense 10) on the same
 digits as 8x8x1 images. For N examples and ``trace_axes=(-1,)`` (an (N, N) kernel) and
 ``trace_axes=()`` ((N, N, 10, 10)) it times each implementation (``vmap_axes=0``) and the naive
@@ -12,14 +14,15 @@ repeats, and prints ratios ``naive / implementation`` plus the choice ``auto`` m
 
 ``default`` is the call a new user writes, ``empirical_ntk(apply_fn, params, x)`` (no
 ``vmap_axes``: independence is probed, ``implementation="auto"``); the result records its
-time over the fastest explicit implementation's.
+time over the fastest explicit implementation's, and ``auto_over_fastest`` the measured time of
+the implementation ``auto`` picks over the fastest one (both printed in a closing table).
 
-Second part: the top-5 eigenvalues of the full NTK (``N O x N O``) of the small MLP on
-N=4,096 inputs from :func:`gradlab.ntk.ntk_operator` + :func:`gradlab.spectral.eigsh`, against
+Second part (``--large-n``, minutes): the top-5 eigenvalues of the full NTK (``N O x N O``)
+of the small MLP on N=4,096 inputs from :func:`gradlab.ntk.ntk_operator` + :func:`gradlab.spectral.eigsh`, against
 forming the (N, N) traced kernel with the fastest implementation (the full kernel, 6.7 GB in
 float32, does not fit this machine). Digits has 1,797 images, so the 4,096 inputs are the
 digits repeated with N(0, 0.1^2) jitter; also the condition number (two ``eigsh`` runs).
-Third part (full mode only): the (N, N) kernel of the wide MLP at N=4,096 with
+Third part (``--large-n`` without ``--quick``): the (N, N) kernel of the wide MLP at N=4,096 with
 ``batch_size=512`` tiles: time and XLA's memory plan (temporary, argument and output bytes).
 
 ``--quick`` keeps N=128 only, 3 repeats, and skips what takes minutes on a shared 2-core CPU.
@@ -52,6 +55,15 @@ def naive_ntk(apply_fn, params, x, trace):
     return jnp.transpose(k, (0, 2, 1, 3))
 
 
+def plain_mlp(params, x):
+    """The MLP as research code writes it: a list of (w, b) arrays, no flax."""
+    for i, (w, b) in enumerate(params):
+        x = x @ w + b
+        if i < len(params) - 1:
+            x = jnp.tanh(x)
+    return x
+
+
 def workloads(n: int):
     x, _ = gl.data.digits(min(n, 1024), dtype=jnp.float32)
     if n > x.shape[0]:
@@ -60,6 +72,9 @@ def workloads(n: int):
     for size in ("small", "wide"):
         w = digits_mlp(size, n=min(n, 1024))
         out[f"mlp_{size}"] = (w.params, w.apply_fn, x)
+        # the same weights as a plain function (the jaxpr structured path)
+        layers = [(p["kernel"], p["bias"]) for p in w.params["params"].values()]
+        out[f"plain_{size}"] = (layers, plain_mlp, x)
     params, apply_fn = gl.models.init_cnn(jax.random.key(0), (8, 8, 1), 10, channels=(8, 8))
     out["cnn"] = (params, apply_fn, x.reshape(-1, 8, 8, 1))
     return out
@@ -113,11 +128,28 @@ def bench_kernel(name, params, apply_fn, x, trace, repeats, skip):
     result["default_over_fastest"] = times["default"] / fastest
     if choice.implementation in times:
         result["auto_over_fastest"] = times[choice.implementation] / fastest
+    if len(measured) < len(IMPLS):  # a skipped implementation may have been the fastest
+        result["fastest_among"] = sorted(measured)
     if "naive" in times:
         result["speedup_vs_naive"] = {
             k: times["naive"] / v for k, v in times.items() if k != "naive"
         }
     return result
+
+
+def print_table(results) -> None:
+    """One line per workload: seconds per implementation, the default call, auto / fastest."""
+    cols = (*IMPLS, "default", "naive")
+    print("workload     N    trace  " + " ".join(f"{c[:12]:>12}" for c in cols), end="")
+    print("  auto picks            default/fastest  auto/fastest")
+    for r in results:
+        t = r["seconds"]
+        cells = " ".join(f"{t[c]:12.4g}" if c in t else f"{'-':>12}" for c in cols)
+        auto = r.get("auto_over_fastest", float("nan"))
+        print(
+            f"{r['workload']:<12} {r['n']:<4} {tuple(r['trace_axes'])!s:<6} {cells}  "
+            f"{r['auto_choice']:<21} {r['default_over_fastest']:15.2f}  {auto:12.2f}"
+        )
 
 
 def _jittered_digits(n):
@@ -193,23 +225,30 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="N=128 only, few repeats")
     parser.add_argument(
-        "--workloads", default="mlp_small,mlp_wide,cnn", help="comma-separated subset to run"
+        "--workloads",
+        default="mlp_small,mlp_wide,plain_small,plain_wide,cnn",
+        help="comma-separated subset to run",
     )
-    parser.add_argument("--no-spectrum", action="store_true", help="skip the N=4,096 part")
+    parser.add_argument("--sizes", default="", help="comma-separated N (default 128,512)")
+    parser.add_argument(
+        "--large-n", action="store_true", help="also the N=4,096 spectrum (and tiled) parts"
+    )
     args = parser.parse_args()
     chosen = set(args.workloads.split(","))
     repeats = 3 if args.quick else 7
     sizes = (128,) if args.quick else (128, 512)
+    if args.sizes:
+        sizes = tuple(int(v) for v in args.sizes.split(","))
     results = []
     for n in sizes:
         for name, (params, apply_fn, x) in workloads(n).items():
             if name not in chosen:
                 continue
             skip = set()
-            if name == "mlp_wide":
+            if name in ("mlp_wide", "plain_wide"):
                 # NTK-vector products take N^2 O wide forward passes: minutes here
                 skip.add((name, "ntk_vector_products"))
-            if n >= 512 and name.startswith("mlp"):
+            if n >= 512 and not name.startswith("cnn"):
                 # the (N O, P) Jacobian is 0.5-6 GB at N=512; NVP is N^2 O forward passes
                 skip |= {(name, "naive"), (name, "jacobian_contraction")}
                 skip.add((name, "ntk_vector_products"))
@@ -219,8 +258,9 @@ def main() -> None:
                 r["skipped"] = sorted(i for (wname, i) in skip if wname == name)
                 results.append(r)
                 print(r, flush=True)
+    print_table(results)
     spectrum = tiled = None
-    if not args.no_spectrum:
+    if args.large_n:
         spectrum = bench_spectrum(4096, 1 if args.quick else 3)
         print(spectrum, flush=True)
         if not args.quick:

@@ -7,7 +7,7 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 
-from gradlab.ntk import _plan
+from gradlab.ntk import _plan, _structured
 from gradlab.ntk._layout import Layout
 
 # The structured path's cost relative to its flop count. Its cotangent passes are charged
@@ -26,10 +26,17 @@ class Choice(NamedTuple):
 
 
 def _forward_flops(layout: Layout, params: Any, x1: jax.Array) -> float:
-    example = jnp.moveaxis(x1, layout.in_axis, 0)[:1][0] if layout.vmapped else x1
+    shape = jnp.shape(x1)
+    if layout.vmapped:
+        shape = shape[: layout.in_axis] + shape[layout.in_axis + 1 :]
     num_params = sum(int(leaf.size) for leaf in jax.tree_util.tree_leaves(params))
+    # abstract arguments: lowering works the same under an outer jit (tracers inside)
+    specs = jax.tree_util.tree_map(
+        lambda a: jax.ShapeDtypeStruct(jnp.shape(a), jnp.result_type(a)),
+        (params, jax.ShapeDtypeStruct(shape, jnp.result_type(x1))),
+    )
     try:
-        analysis = jax.jit(layout.unit).lower(params, example).cost_analysis()
+        analysis = jax.jit(layout.unit).lower(*specs).cost_analysis()
         if isinstance(analysis, (list, tuple)):
             analysis = analysis[0]
         flops = float(analysis.get("flops", 0.0))
@@ -48,7 +55,7 @@ def choose_implementation(layout: Layout, params: Any, x1, x2) -> tuple[Choice, 
     jac_cost = 3.0 * sides * outputs * fwd + 2.0 * pairs * num_params * out_pairs
     nvp_cost = 3.0 * (units2 * outputs * fwd) + 3.0 * pairs * outputs * fwd
     costs = {"jacobian_contraction": jac_cost, "ntk_vector_products": nvp_cost}
-    plan = _plan.discover(layout, params, x1, x2 is not None)
+    plan = _structured.discover_any(layout, params, x1, x2)
     if plan.applies:
         contraction = _plan.contraction_flops(plan, layout, params, x2 is not None)
         costs["structured"] = STRUCTURED_FACTOR * (2.0 * sides * outputs * fwd + contraction)

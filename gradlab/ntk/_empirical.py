@@ -10,7 +10,7 @@ import jax
 import jax.numpy as jnp
 
 from gradlab._src.errors import check_choice
-from gradlab.ntk import _plan, _structured
+from gradlab.ntk import _structured
 from gradlab.ntk._auto import choose_implementation
 from gradlab.ntk._detect import run_default
 from gradlab.ntk._layout import Layout, param_letters, prepare_inputs, run
@@ -280,7 +280,7 @@ def empirical_ntk(
     example pair ``Q`` (``O`` when the output axis is traced, ``O^2`` for ``trace_axes=()``)
     and the cost ``F`` of one forward pass per example (XLA's cost analysis, at least
     ``2 P``): Jacobian contraction ``3 N O F + 2 N1 N2 P Q``; NTK-vector products
-    ``3 N2 O F + 3 N1 N2 O F``; structured (when a supported layer is found)
+    ``3 N2 O F + 3 N1 N2 O F``; structured (when a layer or contraction is found)
     ``c (3 N O F + sum_kernels min(gram, jac) + 2 N1 N2 P_rest Q)`` with per kernel
     ``gram = 2 N1 N2 G T^2 (I + Q F_g)`` and ``jac = 2 (N O T G I F_g + N1 N2 Q G I F_g)``
     (``T`` positions, ``G`` groups, fan-in ``I`` and fan-out ``F_g`` per group, ``c`` a
@@ -375,12 +375,9 @@ def _kernel(implementation, apply_fn, params, x1, x2, trace_axes, diagonal_axes,
         implementation = choice.implementation
     if implementation == "structured":
         if plan is None:
-            plan = _plan.discover(layout, params, x1, x2 is not None)
+            plan = _structured.discover_any(layout, params, x1, x2)
         if not plan.applies:
-            raise ValueError(
-                "implementation='structured' found no supported layer in apply_fn "
-                f"(supported: {', '.join(_plan.SUPPORTED_LAYERS)})"
-            )
+            raise ValueError(_structured.NOTHING_SUPPORTED)
         return _structured.structured_run(layout, params, plan, x1, x2, bs)
     if implementation == "jacobian_contraction":
         features = _jacobian_features(layout, params)

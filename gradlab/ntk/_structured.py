@@ -29,7 +29,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from gradlab.ntk import _conv
+from gradlab.ntk import _conv, _jaxpr
 from gradlab.ntk._detect import run_default
 from gradlab.ntk._layout import Layout, param_letters, prepare_inputs, run
 from gradlab.ntk._plan import SUPPORTED_LAYERS, Plan, discover, inputs_of, layer_kind
@@ -195,7 +195,13 @@ def structured(
     other parameter leaf (masked convolutions, ``ConvLocal``, normalisation scales, custom
     layers, ``Embed.attend`` users, kernels shared between layers with different biases) is
     handled exactly by
-    per-example Jacobian contraction restricted to those leaves. Not detected: a Dense kernel
+    per-example Jacobian contraction restricted to those leaves.
+
+    Plain JAX functions (no flax layers): every parameter leaf used only as a ``dot_general``
+    operand (``@``, ``einsum``, after ``transpose``/``reshape`` of the leaf) is factored the
+    same way from ``jax.make_jaxpr(apply_fn)`` (public ``jax.extend`` objects), a bias added
+    onto such a product is folded in, and every other leaf falls back to the Jacobian path
+    (the rule: docs/ntk.md). Not detected: a Dense kernel
     that ``apply_fn`` also uses outside that layer (tied weights through a raw matmul); its
     extra use is missed.
 
@@ -231,7 +237,8 @@ def structured(
 
     Raises:
         ValueError: if ``apply_fn`` calls no supported flax linen layer whose parameters are
-            leaves of ``params`` (``implementation="auto"`` then falls back).
+            leaves of ``params`` and uses no leaf only in ``dot_general`` contractions
+            (``implementation="auto"`` then falls back).
 
     Examples:
         >>> import jax, jax.numpy as jnp, gradlab as gl
@@ -263,22 +270,37 @@ def _structured_kernel(apply_fn, params, x1, x2, trace_axes, diagonal_axes, vmap
     layout, x1, x2 = prepare_inputs(
         apply_fn, params, x1, x2, trace_axes, diagonal_axes, vmap_axes, bs
     )
-    plan = discover(layout, params, x1, x2 is not None)
+    plan = discover_any(layout, params, x1, x2)
     if not plan.applies:
-        raise ValueError(
-            "implementation='structured' found no supported layer in apply_fn: it needs "
-            f"flax linen layers ({', '.join(SUPPORTED_LAYERS)}) whose parameters "
-            "are leaves of params; use implementation='auto' to fall back automatically"
-        )
+        raise ValueError(NOTHING_SUPPORTED)
     return structured_run(layout, params, plan, x1, x2, bs)
 
 
+NOTHING_SUPPORTED = (
+    "implementation='structured' found no supported layer in apply_fn: it needs flax linen "
+    f"layers ({', '.join(SUPPORTED_LAYERS)}) whose parameters are leaves of params, or "
+    "parameter leaves used only as dot_general operands (matmul, einsum); use "
+    "implementation='auto' to fall back automatically"
+)
+
+
+def _covered_size(plan, leaves) -> int:
+    return sum(int(leaves[i].size) for i in plan.covered_leaves)
+
+
+def discover_any(layout: Layout, params: Any, x1: jax.Array, x2: jax.Array | None):
+    """The flax-layer plan, or the jaxpr plan when that covers more parameters."""
+    plan = discover(layout, params, x1, x2 is not None)
+    if len(plan.covered_leaves) == plan.num_leaves:
+        return plan
+    leaves = jax.tree_util.tree_leaves(params)
+    other = _jaxpr.discover(layout, params, x1, x2)
+    return other if _covered_size(other, leaves) > _covered_size(plan, leaves) else plan
+
+
 def structured_run(layout, params, plan, x1, x2, batch_size):
-    return run(
-        layout,
-        structured_features(layout, params, plan),
-        structured_contract(layout, plan),
-        x1,
-        x2,
-        batch_size=batch_size,
-    )
+    if isinstance(plan, _jaxpr.JaxprPlan):
+        features = _jaxpr.jaxpr_features(layout, params, plan)
+    else:
+        features = structured_features(layout, params, plan)
+    return run(layout, features, structured_contract(layout, plan), x1, x2, batch_size=batch_size)

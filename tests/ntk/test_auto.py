@@ -25,7 +25,7 @@ def _choice(apply_fn, params, x, trace_axes):
     return choose_implementation(layout, params, x, None)[0].implementation
 
 
-def _pure_mlp(sizes):
+def _pure_mlp(sizes, normalised=False):
     ks = jax.random.split(jax.random.key(0), len(sizes) - 1)
     params = [
         (jax.random.normal(k, (a, b)) / a**0.5, jnp.zeros(b))
@@ -34,6 +34,8 @@ def _pure_mlp(sizes):
 
     def apply_fn(p, x):
         for i, (w, b) in enumerate(p):
+            if normalised:  # weight normalisation: w is not only a matmul operand
+                w = w / jnp.linalg.norm(w, axis=0)
             x = x @ w + b
             if i < len(p) - 1:
                 x = jnp.tanh(x)
@@ -48,8 +50,19 @@ def test_wide_mlp_many_outputs():
     params, apply_fn = gl.models.init_mlp(jax.random.key(0), (32, 256, 256, 100))
     assert _choice(apply_fn, params, x, ()) == "structured"
     assert _choice(apply_fn, params, x, (-1,)) == "structured"
-    params, apply_fn = _pure_mlp((32, 256, 256, 100))  # not flax: structured cannot apply
+    params, apply_fn = _pure_mlp((32, 256, 256, 100))  # plain function: the jaxpr path
+    assert _choice(apply_fn, params, x, ()) == "structured"
+    params, apply_fn = _pure_mlp((32, 256, 256, 100), normalised=True)  # nothing to factor
     assert _choice(apply_fn, params, x, ()) == "ntk_vector_products"
+
+
+def test_plain_benchmark_mlps_take_the_structured_path():
+    """benchmarks/ntk.py's plain_small/plain_wide (small N=128, wide N=512; measured fastest)."""
+    for sizes, n in (((64, 128, 128, 10), 128), ((64, 512, 512, 10), 512)):
+        params, apply_fn = _pure_mlp(sizes)
+        x = jnp.ones((n, 64))
+        assert _choice(apply_fn, params, x, (-1,)) == "structured"
+        assert _choice(apply_fn, params, x, ()) == "structured"
 
 
 def test_conv_net_few_outputs():

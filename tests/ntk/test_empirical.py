@@ -88,19 +88,12 @@ def test_three_axis_outputs_embed_layernorm(x64, impl):
     _check(impl, params, apply_fn, x1, x2, (-1,), (), None)
 
 
-@pytest.mark.parametrize("impl", ["jacobian_contraction", "ntk_vector_products", "auto"])
+@pytest.mark.parametrize("impl", IMPLS)
 def test_pytree_params_pure_jax(x64, impl):
+    """Plain function: structured factors the matmuls from the jaxpr (tests/ntk/test_jaxpr.py)."""
     params, apply_fn, x1, x2 = m.pytree_model()
-    for trace, diag in list(_axes_combos(2))[:: 3 if impl == "auto" else 2]:
+    for trace, diag in list(_axes_combos(2))[:: 3 if impl in ("auto", "structured") else 2]:
         _check(impl, params, apply_fn, x1, x2, trace, diag, 0)
-
-
-def test_structured_rejects_models_without_supported_layers(x64):
-    params, apply_fn, x1, _ = m.pytree_model()
-    with pytest.raises(ValueError, match="no supported layer"):
-        gl.ntk.structured(apply_fn, params, x1, vmap_axes=0)
-    with pytest.raises(ValueError, match="no supported layer"):
-        gl.ntk.empirical_ntk(apply_fn, params, x1, implementation="structured", vmap_axes=0)
 
 
 @pytest.mark.parametrize("impl", IMPLS[:3])
