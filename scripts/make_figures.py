@@ -268,21 +268,42 @@ def guides() -> None:
 
 # ---------------------------------------------------------------------------------- notebooks
 def _compress_outputs(nb) -> None:
+    """Palette-encode output images; drop a repeat of an image already shown by the same cell.
+
+    A cell ending in ``fig`` shows the figure twice under the inline backend (once as the
+    cell's value, once when the backend flushes the open figure); one copy is kept.
+    """
     for cell in nb.cells:
+        seen, kept = set(), []
         for output in cell.get("outputs", []):
             data = output.get("data", {})
             if "image/png" in data:
+                if data["image/png"] in seen:
+                    continue
+                seen.add(data["image/png"])
                 raw = _compress_png(base64.b64decode(data["image/png"]))
                 data["image/png"] = base64.b64encode(raw).decode("ascii")
+                seen.add(data["image/png"])
+            kept.append(output)
+        if "outputs" in cell:
+            cell["outputs"] = kept
 
 
-def notebooks(names, *, out: pathlib.Path) -> list[str]:
+def _small_matplotlibrc(out: pathlib.Path) -> pathlib.Path:
+    """A matplotlibrc with a low figure dpi for the stored notebooks' inline figures."""
+    path = out / "matplotlibrc"
+    out.mkdir(parents=True, exist_ok=True)
+    path.write_text("figure.dpi: 72\n")
+    return path
+
+
+def notebooks(names, *, out: pathlib.Path, tutorial: bool = True) -> list[str]:
     """Execute the notebooks and store them with outputs; returns those that failed."""
     import jupytext
     import nbclient
     import nbformat
 
-    paths = [ROOT / "notebooks" / "tutorial_your_model.py"]
+    paths = [ROOT / "notebooks" / "tutorial_your_model.py"] if tutorial else []
     paths += [ROOT / "notebooks" / f"{name}.py" for name in names]
     failed = []
     for path in paths:
@@ -294,6 +315,7 @@ def notebooks(names, *, out: pathlib.Path) -> list[str]:
         nb = jupytext.read(path)
         env = {
             "MPLBACKEND": "module://matplotlib_inline.backend_inline",
+            "MATPLOTLIBRC": str(_small_matplotlibrc(out)),
             "GRADLAB_RUNS": str(out / "notebook-runs"),
         }
         saved = {key: os.environ.get(key) for key in (*env, "GRADLAB_SMOKE")}
