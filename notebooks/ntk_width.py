@@ -70,7 +70,7 @@ assert not unexpected, f"acceptance checks failed: {unexpected}"
 # second derivative of the network times an $O(n^{-1/2})$ move: $O(n^{-1})$ (Dyer & Gur-Ari
 # 2019; Huang & Yau 2019). Wide networks therefore train as their linearisation around the
 # initialisation, with the kernel that `infinite_mlp` computes.
-
+#
 # ## Kernel gradient descent with the limiting kernel, on held-out inputs
 #
 # In the kernel regime the outputs on any input follow
