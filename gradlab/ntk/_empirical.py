@@ -289,6 +289,11 @@ def empirical_ntk(
     calibrated overhead factor), and picks the smallest. ``N`` is ``N1`` when ``x2`` is
     ``None`` and ``N1 + N2`` otherwise, ``P_rest`` the parameters outside supported layers.
 
+    With ``x1`` split over a device mesh (its example axis placed with
+    :func:`gradlab.distributed.shard_batch`), each device computes its row block against the
+    whole of ``x2`` (``None``: all of ``x1``, gathered) and the kernel comes back sharded by
+    rows; examples must be independent (``vmap_axes=None`` is taken as 0).
+
     Args:
         apply_fn: ``apply_fn(params, x) -> outputs`` with the example axis of ``x`` and of the
             outputs given by ``vmap_axes`` (0 by convention).

@@ -42,6 +42,11 @@ def ntk_operator(
     tile's activations. The matvec plugs into :mod:`gradlab.spectral` with
     ``like = jnp.zeros_like(apply_fn(params, x))``.
 
+    With ``x`` split over a device mesh (:func:`gradlab.distributed.shard_batch`), each device
+    applies ``J_s^T`` to its rows, the sums are ``psum``-ed and each device applies ``J_s`` to
+    its rows; the result is returned replicated. ``x`` may be a
+    :class:`gradlab.distributed.MaskedBatch`: padded rows of ``v`` are ignored and come back 0.
+
     Args:
         apply_fn: ``apply_fn(params, x) -> outputs`` with a leading example axis.
         params: parameter pytree.
