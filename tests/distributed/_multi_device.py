@@ -54,7 +54,7 @@ def reference(name, fn):
 
 
 # The Auto mesh runs a subset (XLA places its inputs; the code path is the same shard_map).
-AUTO = {"hessian", "ggn", "empirical_fisher", "eigsh", "trace", "ntk_operator", "empirical_ntk"}
+AUTO = {"hessian", "ggn", "empirical_fisher", "eigsh", "trace", "ntk_operator"}
 
 
 def wanted(kind, name):
