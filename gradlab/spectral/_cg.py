@@ -11,6 +11,7 @@ from jax import lax
 
 from gradlab._src.errors import check_int, check_real, check_same_structure
 from gradlab._src.tree import ravel
+from gradlab.distributed._context import follow_operator_mesh
 from gradlab.spectral._common import check_callable, check_vector_like
 
 __all__ = ["Solution", "cg"]
@@ -39,6 +40,7 @@ class Solution(NamedTuple):
     converged: jax.Array
 
 
+@follow_operator_mesh
 def cg(
     matvec: Callable[[Any], Any],
     b: Any,
