@@ -16,8 +16,9 @@ process can read it. XLA places the cross-device (and cross-process) sum of the 
 gradients; with ``--check`` the launcher exits non-zero when the two runs disagree beyond
 float32 rounding.
 
-Options: ``--timeout`` bounds the whole run (each stage is killed past it); the ``--worker``
-flags are internal (the launcher starts the workers with them).
+Options: ``--timeout`` bounds the whole run (each stage is killed past it). The launcher starts
+the workers with ``--worker --num-processes N --process-id i --port P``; on several hosts, start
+one worker per host yourself and add ``--host <address of process 0>``.
 """
 
 from __future__ import annotations
@@ -46,7 +47,9 @@ def free_port() -> int:
 # --------------------------------------------------------------------------------------------
 
 
-def worker(num_processes: int, process_id: int, port: int, eig_tol: float) -> dict:
+def worker(
+    num_processes: int, process_id: int, port: int, eig_tol: float, host: str = "127.0.0.1"
+) -> dict:
     import jax
     import numpy as np
     from jax.sharding import AxisType, NamedSharding
@@ -56,11 +59,11 @@ def worker(num_processes: int, process_id: int, port: int, eig_tol: float) -> di
 
     if num_processes > 1:
         jax.distributed.initialize(
-            coordinator_address=f"127.0.0.1:{port}",
+            coordinator_address=f"{host}:{port}",
             num_processes=num_processes,
             process_id=process_id,
             initialization_timeout=60,
-            coordinator_bind_address=f"127.0.0.1:{port}",  # loopback only
+            coordinator_bind_address=f"{host}:{port}",  # loopback only by default
         )
     devices = jax.devices()  # global: every process's devices
     mesh = jax.make_mesh((len(devices),), ("data",), axis_types=(AxisType.Auto,))
@@ -200,14 +203,15 @@ def main(argv=None) -> int:
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--num-processes", type=int, default=2)
     parser.add_argument("--process-id", type=int, default=0, help=argparse.SUPPRESS)
-    parser.add_argument("--port", type=int, default=0, help=argparse.SUPPRESS)
+    parser.add_argument("--port", type=int, default=0, help="coordinator port (--worker)")
+    parser.add_argument("--host", default="127.0.0.1", help="coordinator address (--worker)")
     parser.add_argument("--devices-per-process", type=int, default=2)
     parser.add_argument("--eig-tol", type=float, default=1e-6)
     parser.add_argument("--timeout", type=float, default=120.0)
     parser.add_argument("--check", action="store_true", help="exit 1 if the runs disagree")
     args = parser.parse_args(argv)
     if args.worker:
-        res = worker(args.num_processes, args.process_id, args.port, args.eig_tol)
+        res = worker(args.num_processes, args.process_id, args.port, args.eig_tol, args.host)
         print(RESULT_TAG + json.dumps(res), flush=True)
         return 0
     result = run(
