@@ -15,7 +15,7 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-from gradlab import attribution, curvature, landscape, ntk, spectral, transforms
+from gradlab import attribution, curvature, distributed, landscape, ntk, spectral, transforms
 from gradlab._version import __version__
 
 _LAZY = ("models", "data", "experiments")
@@ -25,6 +25,7 @@ __all__ = [
     "attribution",
     "curvature",
     "data",
+    "distributed",
     "experiments",
     "landscape",
     "models",

@@ -19,6 +19,9 @@ from gradlab.curvature._checks import (
     split_supervised_batch,
 )
 from gradlab.curvature._ggn import gauss_newton_matvec
+from gradlab.curvature._hessian import per_example_losses
+from gradlab.distributed._batch import MaskedBatch
+from gradlab.distributed._parallel import data_axis, shape_only, split_mask, sum_over_examples
 
 __all__ = ["empirical_fisher", "fisher"]
 
@@ -40,13 +43,13 @@ def _check_key(key: Any) -> None:
         )
 
 
-def _categorical_operator(key: PRNGKey, num_samples: int) -> Callable[[Any], Any]:
-    def output_operator(logits: jax.Array) -> Callable[[jax.Array], jax.Array]:
+def _categorical_operator(num_samples: int) -> Callable[[Any, Any], Any]:
+    def output_operator(logits: jax.Array, gumbel: jax.Array) -> Callable[[jax.Array], jax.Array]:
+        # gumbel: (N, S, ..., C), drawn for the whole batch; labels = argmax(logits + gumbel)
+        # is exactly jax.random.categorical(key, logits, shape=(S, ...)).
         positions = logits.size // logits.shape[-1]
         p = jax.nn.softmax(logits, axis=-1)
-        labels = jax.random.categorical(
-            key, logits, axis=-1, shape=(num_samples, *logits.shape[:-1])
-        )
+        labels = jnp.argmax(logits + jnp.moveaxis(gumbel, 1, 0), axis=-1)
         r = p - jax.nn.one_hot(labels, logits.shape[-1], dtype=logits.dtype)  # d(-log p)/dz
         r = jax.lax.stop_gradient(r)
 
@@ -59,11 +62,11 @@ def _categorical_operator(key: PRNGKey, num_samples: int) -> Callable[[Any], Any
     return output_operator
 
 
-def _gaussian_operator(key: PRNGKey, num_samples: int) -> Callable[[Any], Any]:
-    def output_operator(outputs: jax.Array) -> Callable[[jax.Array], jax.Array]:
+def _gaussian_operator(num_samples: int) -> Callable[[Any, Any], Any]:
+    def output_operator(outputs: jax.Array, noise: jax.Array) -> Callable[[jax.Array], jax.Array]:
         n = outputs.shape[0]
         # y = f + eps with eps ~ N(0, I): the score d(-log p)/df = f - y = -eps.
-        eps = jax.random.normal(key, (num_samples, *outputs.shape), outputs.dtype)
+        eps = jnp.moveaxis(noise, 1, 0)  # (S, N, ...)
         axes = tuple(range(2, eps.ndim))
 
         def apply(u: jax.Array) -> jax.Array:
@@ -140,11 +143,12 @@ def fisher(
     check_choice("likelihood", likelihood, LIKELIHOODS)
     num_samples = check_int("num_samples", num_samples, 1)
     _check_key(key)
+    data, mask = split_mask(batch)
     inputs, targets = split_supervised_batch(
-        "batch", batch, " (fisher samples its own labels: pass (inputs, None) if you have none)"
+        "batch", data, " (fisher samples its own labels: pass (inputs, None) if you have none)"
     )
-    num_examples("batch", batch)
-    out = jax.eval_shape(model_fn, params, inputs)
+    num_examples("batch", data)
+    out = jax.eval_shape(model_fn, shape_only(params), shape_only(inputs))
     if not isinstance(out, jax.ShapeDtypeStruct) or not jnp.issubdtype(out.dtype, jnp.floating):
         raise ValueError(
             f"model_fn must return one floating array for likelihood={likelihood!r}, got {out}"
@@ -156,15 +160,24 @@ def fisher(
                 f"shape {out.shape}"
             )
         check_labels("batch targets", out.shape, targets)  # unused, but wrong labels are a bug
-        operator = _categorical_operator(key, num_samples)
+        operator = _categorical_operator(num_samples)
+        noise = jax.random.gumbel(key, (num_samples, *out.shape), out.dtype)
     else:
         if out.ndim < 1:
             raise ValueError(
                 f"likelihood='gaussian' needs outputs with a leading example axis, got shape "
                 f"{out.shape}"
             )
-        operator = _gaussian_operator(key, num_samples)
-    return gauss_newton_matvec(model_fn, params, inputs, operator)
+        operator = _gaussian_operator(num_samples)
+        noise = jax.random.normal(key, (num_samples, *out.shape), out.dtype)
+    # The samples are drawn for the whole batch (example axis first) so that a batch split
+    # over devices uses exactly the labels one device would draw.
+    noise = jnp.moveaxis(noise, 1, 0)
+    if mask is not None:
+        batch = MaskedBatch((inputs, noise), mask)
+    else:
+        batch = (inputs, noise)
+    return gauss_newton_matvec(model_fn, params, batch, operator)
 
 
 def empirical_fisher(
@@ -216,22 +229,23 @@ def empirical_fisher(
         NeurIPS 2019, https://arxiv.org/abs/1905.12558.
     """
     check_callable("loss_fn", loss_fn)
-    n = num_examples("batch", batch)
-    check_scalar_loss("loss_fn", loss_fn, params, batch)
-    one = jax.tree_util.tree_map(lambda a: jax.ShapeDtypeStruct((1, *a.shape[1:]), a.dtype), batch)
-    check_scalar_loss("loss_fn (on a batch of one example)", loss_fn, params, one)
+    data, mask = split_mask(batch)
+    num_examples("batch", data)
+    axis = data_axis("batch", batch, params)
+    check_scalar_loss("loss_fn", loss_fn, shape_only(params), shape_only(data))
+    one = jax.tree_util.tree_map(lambda a: jax.ShapeDtypeStruct((1, *a.shape[1:]), a.dtype), data)
+    check_scalar_loss("loss_fn (on a batch of one example)", loss_fn, shape_only(params), one)
 
-    def per_example_losses(p: Params) -> jax.Array:
-        def single(example: Any) -> jax.Array:
-            return loss_fn(p, jax.tree_util.tree_map(lambda a: a[None], example))
-
-        return jax.vmap(single)(batch)
+    def local(rep: Any, shard: Any, weights: Any) -> Any:
+        p, v = rep
+        losses, jvp_fn = jax.linearize(lambda q: per_example_losses(loss_fn, q, shard), p)
+        dots = jvp_fn(v)  # g_n . v, shape (n,)
+        coeffs = dots / dots.shape[0] if weights is None else dots * weights
+        (out,) = jax.linear_transpose(jvp_fn, p)(coeffs.astype(losses.dtype))
+        return out
 
     def matvec(v: Any) -> Any:
         v = as_vector_like(v, params)
-        losses, jvp_fn = jax.linearize(per_example_losses, params)
-        coeffs = jvp_fn(v) / n  # g_n . v / N, shape (N,)
-        (out,) = jax.linear_transpose(jvp_fn, params)(coeffs.astype(losses.dtype))
-        return out
+        return sum_over_examples(local, axis, (params, v), data, mask)
 
     return matvec

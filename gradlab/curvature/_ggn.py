@@ -18,36 +18,49 @@ from gradlab.curvature._checks import (
     split_supervised_batch,
 )
 from gradlab.curvature._losses import LOSSES_BY_NAME, softmax_cross_entropy
+from gradlab.distributed._parallel import data_axis, shape_only, split_mask, sum_over_examples
 
 __all__ = ["ggn"]
 
-OutputOperator = Callable[[Any], Callable[[Any], Any]]
+OutputOperator = Callable[[Any, Any], Callable[[Any], Any]]
 
 
 def gauss_newton_matvec(
     model_fn: Callable[[Params, Any], Any],
     params: Params,
-    inputs: Any,
+    batch: Any,
     output_operator: OutputOperator,
 ) -> MatVec:
     """``v -> J^T M(f) J v`` with ``J = d model_fn(params, inputs) / d params``.
 
-    ``output_operator(outputs)`` returns the output-space linear map ``M``. One product runs
-    the model once forward (``jax.linearize``: primal + JVP) and once backward (the transpose
-    of the same linearisation), so the primal work is shared between the two passes.
+    ``batch`` is ``(inputs, data)`` or a :class:`~gradlab.distributed.MaskedBatch` of it, and
+    ``output_operator(outputs, data)`` returns the output-space linear map ``M`` of a mean over
+    the examples of ``outputs`` (``data``: targets or pre-drawn noise, split with the inputs).
+    One product runs the model once forward (``jax.linearize``: primal + JVP) and once
+    backward (the transpose of the same linearisation), so the primal work is shared between
+    the two passes. A batch split over a mesh runs per shard (``jax.shard_map``) and the
+    products are summed; with a mask, ``M u`` is rescaled example by example.
     """
+    data, mask = split_mask(batch)
+    axis = data_axis("batch", batch, params)
 
-    def f(p: Params) -> Any:
-        return model_fn(p, inputs)
+    def local(rep: Any, shard: Any, weights: Any) -> Any:
+        p, v = rep
+        inputs, extra = shard
+        outputs, jvp_fn = jax.linearize(lambda q: model_fn(q, inputs), p)
+        mjv = output_operator(outputs, extra)(jvp_fn(v))
+        if weights is not None:
+            n = weights.shape[0]
+            mjv = jax.tree_util.tree_map(
+                lambda a: a * (weights * n).reshape((n,) + (1,) * (a.ndim - 1)), mjv
+            )
+        mjv = jax.tree_util.tree_map(lambda a, o: a.astype(o.dtype), mjv, outputs)
+        (out,) = jax.linear_transpose(jvp_fn, p)(mjv)
+        return out
 
     def matvec(v: Any) -> Any:
         v = as_vector_like(v, params)
-        outputs, jvp_fn = jax.linearize(f, params)
-        jv = jvp_fn(v)
-        mjv = output_operator(outputs)(jv)
-        mjv = jax.tree_util.tree_map(lambda a, o: a.astype(o.dtype), mjv, outputs)
-        (out,) = jax.linear_transpose(jvp_fn, params)(mjv)
-        return out
+        return sum_over_examples(local, axis, (params, v), data, mask)
 
     return matvec
 
@@ -127,25 +140,26 @@ def ggn(
     """
     check_callable("model_fn", model_fn)
     loss_fn = resolve_loss(loss_fn)
-    inputs, targets = split_supervised_batch("batch", batch)
-    num_examples("batch", batch)
-    outputs_shape = jax.eval_shape(model_fn, params, inputs)
-    check_scalar_loss("loss_fn", loss_fn, outputs_shape, targets)
+    data, _ = split_mask(batch)
+    inputs, targets = split_supervised_batch("batch", data)
+    num_examples("batch", data)
+    outputs_shape = jax.eval_shape(model_fn, shape_only(params), shape_only(inputs))
+    check_scalar_loss("loss_fn", loss_fn, outputs_shape, shape_only(targets))
     if loss_fn is softmax_cross_entropy and isinstance(outputs_shape, jax.ShapeDtypeStruct):
         check_labels("batch targets", outputs_shape.shape, targets)
 
     closed_form = getattr(loss_fn, "output_hessian", None)
     if closed_form is not None:
 
-        def output_operator(outputs: Any) -> Callable[[Any], Any]:
+        def output_operator(outputs: Any, targets: Any) -> Callable[[Any], Any]:
             return closed_form(outputs, targets)
 
     else:
 
-        def output_operator(outputs: Any) -> Callable[[Any], Any]:
+        def output_operator(outputs: Any, targets: Any) -> Callable[[Any], Any]:
             def grad_out(o: Any) -> Any:
                 return jax.grad(loss_fn)(o, targets)
 
             return lambda u: jax.jvp(grad_out, (outputs,), (u,))[1]
 
-    return gauss_newton_matvec(model_fn, params, inputs, output_operator)
+    return gauss_newton_matvec(model_fn, params, batch, output_operator)

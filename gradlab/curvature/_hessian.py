@@ -6,6 +6,7 @@ from collections.abc import Callable
 from typing import Any
 
 import jax
+import jax.numpy as jnp
 
 from gradlab._src.typing import Batch, MatVec, Params
 from gradlab.curvature._checks import (
@@ -14,8 +15,9 @@ from gradlab.curvature._checks import (
     check_scalar_loss,
     num_examples,
 )
+from gradlab.distributed._parallel import data_axis, shape_only, split_mask, sum_over_examples
 
-__all__ = ["hessian"]
+__all__ = ["hessian", "per_example_losses"]
 
 
 def hessian(
@@ -82,23 +84,47 @@ def hessian(
         Pearlmutter, "Fast exact multiplication by the Hessian", Neural Computation 1994.
     """
     check_callable("loss_fn", loss_fn)
-    num_examples("batch", batch)
-    check_scalar_loss("loss_fn", loss_fn, params, batch)
     if not isinstance(linearize, bool):
         raise TypeError(f"linearize={linearize!r} must be a bool (True or False)")
+    data, mask = split_mask(batch)
+    num_examples("batch", data)
+    axis = data_axis("batch", batch, params)
+    check_scalar_loss("loss_fn", loss_fn, shape_only(params), shape_only(data))
+    if mask is not None:
+        one = jax.tree_util.tree_map(
+            lambda a: jax.ShapeDtypeStruct((1, *a.shape[1:]), a.dtype), data
+        )
+        check_scalar_loss("loss_fn (on a batch of one example)", loss_fn, shape_only(params), one)
 
-    def grad_fn(p: Params) -> Params:
-        return jax.grad(loss_fn)(p, batch)
+    def grad_fn(p: Params, shard: Any, weights: Any) -> Params:
+        if weights is None:
+            return jax.grad(loss_fn)(p, shard)
+        return jax.grad(lambda q: jnp.sum(weights * per_example_losses(loss_fn, q, shard)))(p)
 
-    if linearize:
-        _, hvp_linear = jax.linearize(grad_fn, params)
+    if linearize and axis is None:
+        weights = None if mask is None else mask / jnp.sum(mask)
+        _, hvp_linear = jax.linearize(lambda p: grad_fn(p, data, weights), params)
 
         def matvec(v: Any) -> Any:
             return hvp_linear(as_vector_like(v, params))
 
         return matvec
 
+    def local(rep: Any, shard: Any, weights: Any) -> Any:
+        p, v = rep
+        return jax.jvp(lambda q: grad_fn(q, shard, weights), (p,), (v,))[1]
+
     def matvec(v: Any) -> Any:
-        return jax.jvp(grad_fn, (params,), (as_vector_like(v, params),))[1]
+        v = as_vector_like(v, params)
+        return sum_over_examples(local, axis, (params, v), data, mask)
 
     return matvec
+
+
+def per_example_losses(loss_fn: Callable[[Params, Batch], jax.Array], p: Params, batch: Any) -> Any:
+    """``(N,)`` losses, each example evaluated as a batch of one of the same ``loss_fn``."""
+
+    def single(example: Any) -> jax.Array:
+        return loss_fn(p, jax.tree_util.tree_map(lambda a: a[None], example))
+
+    return jax.vmap(single)(batch)

@@ -11,6 +11,7 @@ from jax import lax
 
 from gradlab._src.errors import check_int, check_real, check_same_structure
 from gradlab._src.tree import ravel
+from gradlab.distributed._context import follow_operator_mesh
 from gradlab.spectral._common import check_callable, check_vector_like
 from gradlab.spectral._precision import cast_operator, check_matvec_dtype, working_dtype
 
@@ -40,6 +41,7 @@ class Solution(NamedTuple):
     converged: jax.Array
 
 
+@follow_operator_mesh
 def cg(
     matvec: Callable[[Any], Any],
     b: Any,

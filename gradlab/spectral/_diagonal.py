@@ -9,6 +9,7 @@ import jax
 import jax.numpy as jnp
 
 from gradlab._src.errors import check_choice, check_int
+from gradlab.distributed._context import follow_operator_mesh
 from gradlab.spectral._common import chunked_mean_var, prepare
 from gradlab.spectral._trace import Estimate, check_budget, sketch
 
@@ -17,6 +18,7 @@ __all__ = ["diagonal"]
 _DIAG_ESTIMATORS = ("hutchinson", "xdiag")
 
 
+@follow_operator_mesh
 def diagonal(
     matvec: Callable[[Any], Any],
     like: Any,

@@ -10,6 +10,7 @@ import jax.numpy as jnp
 from jax import lax
 
 from gradlab._src.errors import check_choice, check_int, check_real
+from gradlab.distributed._context import follow_operator_mesh
 from gradlab.spectral._common import (
     BREAKDOWN_RTOL,
     advance_basis,
@@ -63,6 +64,7 @@ def _order(theta: jax.Array, which: str) -> jax.Array:
     return jnp.argsort(-jnp.abs(theta))
 
 
+@follow_operator_mesh
 def eigsh(
     matvec: Callable[[Any], Any],
     like: Any,

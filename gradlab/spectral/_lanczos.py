@@ -11,6 +11,7 @@ from jax import lax
 
 from gradlab._src.errors import check_int
 from gradlab._src.tree import ravel
+from gradlab.distributed._context import follow_operator_mesh
 from gradlab.spectral._common import (
     BREAKDOWN_RTOL,
     advance_basis,
@@ -56,6 +57,7 @@ class LanczosResult(NamedTuple):
     init_norm: jax.Array
 
 
+@follow_operator_mesh
 def lanczos(
     matvec: Callable[[Any], Any],
     v0: Any,

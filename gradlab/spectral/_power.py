@@ -10,12 +10,14 @@ import jax.numpy as jnp
 from jax import lax
 
 from gradlab._src.errors import check_int, check_real
+from gradlab.distributed._context import follow_operator_mesh
 from gradlab.spectral._common import prepare
 from gradlab.spectral._eigsh import Eigen
 
 __all__ = ["power_iteration"]
 
 
+@follow_operator_mesh
 def power_iteration(
     matvec: Callable[[Any], Any],
     like: Any,

@@ -9,6 +9,7 @@ import jax
 import jax.numpy as jnp
 
 from gradlab._src.errors import check_int, check_real
+from gradlab.distributed._context import follow_operator_mesh
 from gradlab.spectral._common import eigh_high_precision, map_rows, prepare
 from gradlab.spectral._lanczos import run_lanczos
 
@@ -61,6 +62,7 @@ class DensityBand(NamedTuple):
     upper: jax.Array
 
 
+@follow_operator_mesh
 def slq(
     matvec: Callable[[Any], Any],
     like: Any,
