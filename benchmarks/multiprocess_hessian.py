@@ -48,11 +48,16 @@ def free_port() -> int:
 
 
 def worker(
-    num_processes: int, process_id: int, port: int, eig_tol: float, host: str = "127.0.0.1"
+    num_processes: int,
+    process_id: int,
+    port: int,
+    eig_tol: float,
+    host: str = "127.0.0.1",
+    axis_type: str = "explicit",
 ) -> dict:
     import jax
     import numpy as np
-    from jax.sharding import AxisType, NamedSharding
+    from jax.sharding import NamedSharding
     from jax.sharding import PartitionSpec as P
 
     import gradlab as gl
@@ -66,7 +71,7 @@ def worker(
             coordinator_bind_address=f"{host}:{port}",  # loopback only by default
         )
     devices = jax.devices()  # global: every process's devices
-    mesh = jax.make_mesh((len(devices),), ("data",), axis_types=(AxisType.Auto,))
+    mesh = gl.distributed.make_data_mesh(axis_type=axis_type)  # every process's devices
     replicated = NamedSharding(mesh, P())
     by_example = NamedSharding(mesh, P("data"))
 
@@ -132,7 +137,9 @@ def _env(devices: int) -> dict:
     return env
 
 
-def _start(num_processes: int, process_id: int, port: int, devices: int, eig_tol: float):
+def _start(
+    num_processes: int, process_id: int, port: int, devices: int, eig_tol: float, axis_type: str
+):
     cmd = [
         sys.executable,
         "-m",
@@ -142,6 +149,7 @@ def _start(num_processes: int, process_id: int, port: int, devices: int, eig_tol
         f"--process-id={process_id}",
         f"--port={port}",
         f"--eig-tol={eig_tol}",
+        f"--axis-type={axis_type}",
     ]
     return subprocess.Popen(
         cmd, cwd=ROOT, env=_env(devices), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
@@ -171,12 +179,16 @@ def run(
     devices_per_process: int = 2,
     timeout: float = 120.0,
     eig_tol: float = 1e-6,
+    axis_type: str = "explicit",
 ) -> dict:
     """Run the analysis on 1 process (1 device) and on ``processes x devices_per_process``."""
     deadline = time.monotonic() + timeout
-    single = _start(1, 0, 0, 1, eig_tol)
+    single = _start(1, 0, 0, 1, eig_tol, axis_type)
     port = free_port()
-    multi = [_start(processes, i, port, devices_per_process, eig_tol) for i in range(processes)]
+    multi = [
+        _start(processes, i, port, devices_per_process, eig_tol, axis_type)
+        for i in range(processes)
+    ]
     (one,) = _collect([single], deadline)
     many = _collect(multi, deadline)
     return {"single_process": one, "multi_process": many}
@@ -207,11 +219,14 @@ def main(argv=None) -> int:
     parser.add_argument("--host", default="127.0.0.1", help="coordinator address (--worker)")
     parser.add_argument("--devices-per-process", type=int, default=2)
     parser.add_argument("--eig-tol", type=float, default=1e-6)
+    parser.add_argument("--axis-type", default="explicit", choices=("explicit", "auto"))
     parser.add_argument("--timeout", type=float, default=120.0)
     parser.add_argument("--check", action="store_true", help="exit 1 if the runs disagree")
     args = parser.parse_args(argv)
     if args.worker:
-        res = worker(args.num_processes, args.process_id, args.port, args.eig_tol, args.host)
+        res = worker(
+            args.num_processes, args.process_id, args.port, args.eig_tol, args.host, args.axis_type
+        )
         print(RESULT_TAG + json.dumps(res), flush=True)
         return 0
     result = run(
@@ -219,6 +234,7 @@ def main(argv=None) -> int:
         devices_per_process=args.devices_per_process,
         timeout=args.timeout,
         eig_tol=args.eig_tol,
+        axis_type=args.axis_type,
     )
     result["difference"] = compare(result)
     print(json.dumps(result, indent=2))

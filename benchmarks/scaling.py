@@ -2,7 +2,9 @@
 
 **CPU section** (always): for 1, 2 and 4 simulated CPU devices, each in its own subprocess
 (``XLA_FLAGS=--xla_force_host_platform_device_count=K``), the wide digits MLP (301,066 params,
-1,024 examples) with its batch sharded over a ``("data",)`` mesh and the params replicated:
+1,024 examples) with its batch placed by ``gl.distributed.shard_batch`` on a
+``gl.distributed.make_data_mesh`` mesh (``--axis-type explicit``, the default, or ``auto``) and
+the params replicated, so every product runs per shard in ``jax.shard_map`` with a ``psum``:
 
 - ``hvp_ms``: median time of one jitted Hessian-vector product;
 - ``lanczos_step_ms``: median time of ``lanczos(num_matvecs=10)`` divided by 10;
@@ -40,25 +42,21 @@ MIB = 2.0**20
 LANCZOS_STEPS = 10
 
 
-def _cpu_worker(devices: int, repeats: int) -> dict:
+def _cpu_worker(devices: int, repeats: int, axis_type: str) -> dict:
     import jax
     import jax.numpy as jnp
-    from jax.sharding import AxisType, NamedSharding
-    from jax.sharding import PartitionSpec as P
 
     import gradlab as gl
     from benchmarks._workloads import digits_mlp, time_fn
 
     assert jax.device_count() == devices, jax.devices()
     work = digits_mlp("wide")
-    mesh = jax.make_mesh((devices,), ("data",), axis_types=(AxisType.Auto,))
-    params = jax.device_put(work.params, NamedSharding(mesh, P()))
-
-    def place(batch):
-        return jax.device_put(batch, NamedSharding(mesh, P("data")))
-
-    batch = place(work.batch)
-    small = place(jax.tree_util.tree_map(lambda a: a[:devices], work.batch))
+    mesh = gl.distributed.make_data_mesh(devices, axis_type=axis_type)
+    params = gl.distributed.replicate(work.params, mesh)
+    batch = gl.distributed.shard_batch(work.batch, mesh)
+    small = gl.distributed.shard_batch(
+        jax.tree_util.tree_map(lambda a: a[:devices], work.batch), mesh
+    )
     v = jax.tree_util.tree_map(jnp.ones_like, params)
 
     @jax.jit
@@ -82,6 +80,7 @@ def _cpu_worker(devices: int, repeats: int) -> dict:
     t_lz = time_fn(lz_exe, params, batch, v, repeats=max(2, repeats // 3))
     return {
         "devices": devices,
+        "axis_type": axis_type,
         "hvp_ms": 1e3 * t_hvp,
         "lanczos_step_ms": 1e3 * t_lz / LANCZOS_STEPS,
         "hvp_temp_mib": temp / MIB,
@@ -171,14 +170,14 @@ def _gpu_section(batch_size: int, repeats: int) -> dict:
     return out
 
 
-def _run_worker(devices: int, repeats: int, timeout: float) -> dict:
+def _run_worker(devices: int, repeats: int, timeout: float, axis_type: str) -> dict:
     env = dict(os.environ)
     flags = [f for f in env.get("XLA_FLAGS", "").split() if "device_count" not in f]
     env["XLA_FLAGS"] = " ".join([*flags, f"--xla_force_host_platform_device_count={devices}"])
     env["JAX_PLATFORMS"] = "cpu"
     env["PYTHONPATH"] = os.pathsep.join(p for p in (ROOT, env.get("PYTHONPATH")) if p)
     cmd = [sys.executable, "-m", "benchmarks.scaling", "--worker", str(devices)]
-    cmd += ["--repeats", str(repeats)]
+    cmd += ["--repeats", str(repeats), "--axis-type", axis_type]
     proc = subprocess.run(
         cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout, check=False
     )
@@ -195,11 +194,14 @@ def main(argv=None) -> None:
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--devices", default="1,2,4")
     parser.add_argument("--gpu-smoke", action="store_true")
+    parser.add_argument("--axis-type", default="explicit", choices=("explicit", "auto"))
     parser.add_argument("--timeout", type=float, default=900.0)
     args = parser.parse_args(argv)
     repeats = 3 if args.quick else args.repeats
     if args.worker:
-        print(RESULT_TAG + json.dumps(_cpu_worker(args.worker, repeats)), flush=True)
+        print(
+            RESULT_TAG + json.dumps(_cpu_worker(args.worker, repeats, args.axis_type)), flush=True
+        )
         return
     if args.gpu_smoke:
         print(json.dumps(_gpu_section(4, 2), indent=2))
@@ -214,7 +216,7 @@ def main(argv=None) -> None:
         load_before = f.read().strip()
     cpu = []
     for k in args.devices.split(","):
-        cpu.append(_run_worker(int(k), repeats, args.timeout))
+        cpu.append(_run_worker(int(k), repeats, args.timeout, args.axis_type))
         print(json.dumps(cpu[-1]), file=sys.stderr, flush=True)  # progress
     base = cpu[0]
     for row in cpu:
