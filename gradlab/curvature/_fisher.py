@@ -104,6 +104,12 @@ def fisher(
     per ``key``: the returned operator is a fixed symmetric PSD matrix of rank at most
     ``N * S``, and one product costs a forward pass, a JVP and a VJP (like :func:`ggn`).
 
+    **Data parallel.** If the example axis of ``batch`` is split over a device mesh (e.g. by
+    :func:`gradlab.distributed.shard_batch`), every product runs per shard in
+    ``jax.shard_map`` and the shards' products are summed with ``psum``: the same result, one
+    shard's activations per device. A :class:`gradlab.distributed.MaskedBatch` weights out
+    padded examples exactly. See the Scaling out guide.
+
     Args:
         model_fn: ``model_fn(params, inputs) -> outputs`` (logits for ``"categorical"``).
         params: point at which the Fisher is taken.
@@ -196,6 +202,12 @@ def empirical_fisher(
     ``(N, P)`` matrix of per-example gradients is never materialised: memory is that of one
     batched forward/backward pass. Unlike :func:`fisher`, it uses the data labels, so it is
     not the Fisher in general (see Kunstner et al.).
+
+    **Data parallel.** If the example axis of ``batch`` is split over a device mesh (e.g. by
+    :func:`gradlab.distributed.shard_batch`), every product runs per shard in
+    ``jax.shard_map`` and the shards' products are summed with ``psum``: the same result, one
+    shard's activations per device. A :class:`gradlab.distributed.MaskedBatch` weights out
+    padded examples exactly. See the Scaling out guide.
 
     Args:
         loss_fn: ``loss_fn(params, batch) -> scalar``, written for a batch (it is called on

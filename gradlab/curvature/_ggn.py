@@ -101,6 +101,12 @@ def ggn(
     ``output_hessian(outputs, targets) -> (u -> H_L u)`` is used that way. Any other callable
     falls back to an autodiff Hessian-vector product in output space, which is exact too.
 
+    **Data parallel.** If the example axis of ``batch`` is split over a device mesh (e.g. by
+    :func:`gradlab.distributed.shard_batch`), every product runs per shard in
+    ``jax.shard_map`` and the shards' products are summed with ``psum``: the same result, one
+    shard's activations per device. A :class:`gradlab.distributed.MaskedBatch` weights out
+    padded examples exactly. See the Scaling out guide.
+
     Args:
         model_fn: ``model_fn(params, inputs) -> outputs`` (e.g. a flax module's ``apply``).
         loss_fn: ``loss_fn(outputs, targets) -> scalar``, or ``"softmax_cross_entropy"`` or

@@ -40,6 +40,12 @@ def hessian(
     data into a compiled program as constants, build the operator *inside* the jitted function
     (``jax.jit(lambda params, batch, v: hessian(loss_fn, params, batch)(v))``).
 
+    **Data parallel.** If the example axis of ``batch`` is split over a device mesh (e.g. by
+    :func:`gradlab.distributed.shard_batch`), every product runs per shard in
+    ``jax.shard_map`` and the shards' products are summed with ``psum``: the same result, one
+    shard's activations per device. A :class:`gradlab.distributed.MaskedBatch` weights out
+    padded examples exactly. See the Scaling out guide.
+
     Args:
         loss_fn: ``loss_fn(params, batch) -> scalar``.
         params: the point at which the Hessian is taken (any pytree of float arrays).

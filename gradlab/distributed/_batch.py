@@ -175,7 +175,7 @@ def shard_batch(
         >>> mesh = gl.distributed.make_data_mesh(1)
         >>> x = gl.distributed.shard_batch(jnp.ones((5, 3)), mesh)
         >>> x.sharding.spec
-        PartitionSpec('data',)
+        P('data',)
         >>> mb = gl.distributed.shard_batch((jnp.ones((5, 3)), jnp.zeros(5)), mesh, pad=True)
         >>> mb.mask.shape
         (5,)
@@ -226,6 +226,6 @@ def replicate(tree: Any, mesh: Mesh) -> Any:
         >>> import jax.numpy as jnp, gradlab as gl
         >>> mesh = gl.distributed.make_data_mesh(1)
         >>> gl.distributed.replicate({"w": jnp.ones(2)}, mesh)["w"].sharding.spec
-        PartitionSpec()
+        P()
     """
     return jax.device_put(tree, NamedSharding(mesh, PartitionSpec()))

@@ -224,24 +224,33 @@ def sum_over_examples(
 
 
 def rows_over_examples(
-    local: Callable[[Any, Any], Any],
+    local: Callable[[Any, Any, Any], Any],
     axis: DataAxis,
     replicated: Any,
     sharded: Any,
     *,
     gathered: Any = None,
+    replicate_out: bool = False,
 ) -> Any:
-    """Run ``local(replicated, sharded_shard, gathered)`` per shard; rows stay sharded.
+    """Run ``local(replicated, shard, gathered)`` per shard; its rows come back split.
 
     ``gathered`` (pytree) is passed whole to every device; ``local`` may ``psum`` over
-    ``axis.axes`` (the shards run with ``check_vma=False``: gradients are per shard).
+    ``axis.axes`` (the shards run with ``check_vma=False``: gradients are per shard). With
+    ``replicate_out`` the row blocks are all-gathered so every device holds the whole result.
     """
     spec = axis.spec
+
+    def body(replicated: Any, shard: Any, gathered: Any) -> Any:
+        out = local(replicated, shard, gathered)
+        if replicate_out:
+            out = jax.lax.all_gather(out, axis.axes, tiled=True)
+        return out
+
     run = jax.shard_map(
-        local,
+        body,
         mesh=axis.mesh,
         in_specs=(PartitionSpec(), spec, PartitionSpec()),
-        out_specs=spec,
+        out_specs=PartitionSpec() if replicate_out else spec,
         check_vma=False,
     )
     return run(

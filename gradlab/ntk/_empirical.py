@@ -10,6 +10,8 @@ import jax
 import jax.numpy as jnp
 
 from gradlab._src.errors import check_choice
+from gradlab.distributed._batch import MaskedBatch
+from gradlab.distributed._parallel import data_axis, rows_over_examples, shape_only
 from gradlab.ntk import _plan, _structured
 from gradlab.ntk._auto import choose_implementation
 from gradlab.ntk._detect import run_default
@@ -287,6 +289,11 @@ def empirical_ntk(
     calibrated overhead factor), and picks the smallest. ``N`` is ``N1`` when ``x2`` is
     ``None`` and ``N1 + N2`` otherwise, ``P_rest`` the parameters outside supported layers.
 
+    With ``x1`` split over a device mesh (its example axis placed with
+    :func:`gradlab.distributed.shard_batch`), each device computes its row block against the
+    whole of ``x2`` (``None``: all of ``x1``, gathered) and the kernel comes back sharded by
+    rows; examples must be independent (``vmap_axes=None`` is taken as 0).
+
     Args:
         apply_fn: ``apply_fn(params, x) -> outputs`` with the example axis of ``x`` and of the
             outputs given by ``vmap_axes`` (0 by convention).
@@ -333,19 +340,71 @@ def empirical_ntk(
         https://arxiv.org/abs/2206.08720
     """
     check_choice("implementation", implementation, IMPLEMENTATIONS)
+    if isinstance(x1, MaskedBatch) or isinstance(x2, MaskedBatch):
+        raise ValueError(
+            "empirical_ntk takes plain arrays, not a MaskedBatch: split x1 evenly over the mesh "
+            "(shard_batch without pad) or pass the padded array (MaskedBatch.batch) and keep "
+            "the rows of the true examples"
+        )
     kernel = functools.partial(_kernel, implementation)
+    options = dict(trace_axes=trace_axes, diagonal_axes=diagonal_axes, batch_size=batch_size)
+    axis = data_axis("x1", x1, params)
+    if axis is not None:
+        return _sharded_rows(
+            kernel, axis, apply_fn, params, x1, x2, vmap_axes, whole_batch, options
+        )
     return run_default(
         kernel,
         apply_fn,
         params,
         x1,
         x2,
-        trace_axes=trace_axes,
-        diagonal_axes=diagonal_axes,
         vmap_axes=vmap_axes,
         whole_batch=whole_batch,
-        batch_size=batch_size,
+        **options,
     )
+
+
+def _sharded_rows(kernel, axis, apply_fn, params, x1, x2, vmap_axes, whole_batch, options):
+    """Rows of ``x1`` split over the mesh: each device computes its row block of the kernel."""
+    if whole_batch or vmap_axes not in (None, 0, (0, 0)):
+        raise ValueError(
+            f"x1 is split over mesh axes {axis.axes}, which needs independent examples on axis 0: "
+            f"got whole_batch={whole_batch!r}, vmap_axes={vmap_axes!r}; use vmap_axes=0 (or None)"
+            " or gather x1 onto one device"
+        )
+    out = jax.eval_shape(apply_fn, shape_only(params), shape_only(x1))
+    rank = len(getattr(out, "shape", ()))
+    if rank == 0:
+        raise ValueError("apply_fn(params, x1) must return one array with a leading example axis")
+    trace = {a % rank for a in _axes_tuple(options["trace_axes"])}
+    diagonal = {a % rank for a in _axes_tuple(options["diagonal_axes"])}
+    if 0 in trace:
+        raise ValueError(
+            f"x1 is split over mesh axes {axis.axes}, so the example axis 0 cannot be in "
+            f"trace_axes={options['trace_axes']!r}: its rows are computed on separate devices"
+        )
+    same = 0 in diagonal  # a diagonal over examples pairs each row with itself
+    if same and x2 is not None:
+        raise ValueError(
+            f"x1 is split over mesh axes {axis.axes}: with diagonal_axes containing the example "
+            "axis 0, pass x2=None (the diagonal pairs each example of x1 with itself)"
+        )
+    if x2 is None and not same:
+        x2 = x1
+
+    def local(p: Any, rows: jax.Array, other: Any) -> jax.Array:
+        return run_default(
+            kernel, apply_fn, p, rows, other, vmap_axes=0, whole_batch=False, **options
+        )
+
+    return rows_over_examples(local, axis, params, x1, gathered=x2)
+
+
+def _axes_tuple(axes: Any) -> tuple[int, ...]:
+    if axes is None:
+        return ()
+    return (axes,) if isinstance(axes, int) else tuple(axes)
 
 
 def _jacobian_kernel(apply_fn, params, x1, x2, trace_axes, diagonal_axes, vmap_axes, batch_size):

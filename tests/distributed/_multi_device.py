@@ -1,0 +1,260 @@
+"""Sharded vs single-device checks, run in ONE subprocess with 4 simulated CPU devices.
+
+Launched by ``test_sharded.py`` with ``XLA_FLAGS=--xla_force_host_platform_device_count=4``
+(so the rest of the suite keeps one device). Prints one JSON object per line:
+``{"name", "err", "tol"}`` for a numeric comparison (relative error against the single-device
+result in float64) or ``{"name", "error"}`` for an expected ``ValueError`` message.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+
+os.environ["XLA_FLAGS"] = "--xla_force_host_platform_device_count=4"
+os.environ["JAX_PLATFORMS"] = "cpu"
+
+import jax
+import jax.numpy as jnp
+from jax.sharding import NamedSharding, PartitionSpec
+
+jax.config.update("jax_enable_x64", True)
+
+import gradlab as gl  # noqa: E402
+
+TOL = 1e-10
+
+
+def emit(**record):
+    print(json.dumps(record), flush=True)
+
+
+def rel_err(got, want):
+    got, want = jax.device_get(got), jax.device_get(want)
+    num = sum(
+        float(jnp.sum((jnp.asarray(a) - b) ** 2))
+        for a, b in zip(jax.tree.leaves(got), jax.tree.leaves(want))
+    )
+    den = sum(float(jnp.sum(jnp.asarray(b) ** 2)) for b in jax.tree.leaves(want))
+    return (num / max(den, 1e-300)) ** 0.5
+
+
+_REFERENCE = {}
+
+
+def compare(name, got, want, tol=TOL):
+    emit(name=name, err=rel_err(got, want), tol=tol)
+
+
+def reference(name, fn):
+    """Single-device results, computed once for both mesh kinds."""
+    if name not in _REFERENCE:
+        _REFERENCE[name] = jax.device_get(fn())
+    return _REFERENCE[name]
+
+
+# The Auto mesh runs a subset (XLA places its inputs; the code path is the same shard_map).
+AUTO = {"hessian", "ggn", "empirical_fisher", "eigsh", "trace", "ntk_operator", "empirical_ntk"}
+
+
+def wanted(kind, name):
+    return kind == "explicit" or name.split("/")[0] in AUTO
+
+
+def expect_error(name, fn):
+    try:
+        fn()
+    except ValueError as err:
+        emit(name=name, error=str(err))
+    else:
+        emit(name=name, error=None)
+
+
+def model_fn(params, x):
+    h = jnp.tanh(x @ params["w1"] + params["b1"])
+    return h @ params["w2"] + params["b2"]
+
+
+def loss_fn(params, batch):
+    x, y = batch
+    return gl.curvature.softmax_cross_entropy(model_fn(params, x), y)
+
+
+def cubic(outputs, targets):  # a loss without a closed-form output Hessian (autodiff path)
+    return jnp.mean(jnp.sum((outputs - 0.1 * targets[:, None]) ** 3 + outputs**2, axis=-1))
+
+
+def problem(n):
+    k = jax.random.split(jax.random.key(0), 6)
+    params = {
+        "w1": jax.random.normal(k[0], (3, 5), jnp.float64),
+        "b1": 0.1 * jax.random.normal(k[1], (5,), jnp.float64),
+        "w2": jax.random.normal(k[2], (5, 4), jnp.float64),
+        "b2": jnp.zeros(4, jnp.float64),
+    }
+    x = jax.random.normal(k[3], (n, 3), jnp.float64)
+    y = jax.random.randint(k[4], (n,), 0, 4)
+    return params, x, y
+
+
+def operators(params):
+    key = jax.random.key(3)
+    return {
+        "hessian": lambda b: gl.curvature.hessian(loss_fn, params, b),
+        "ggn": lambda b: gl.curvature.ggn(model_fn, "softmax_cross_entropy", params, b),
+        "ggn_autodiff": lambda b: gl.curvature.ggn(model_fn, cubic, params, b),
+        "fisher": lambda b: gl.curvature.fisher(model_fn, params, b, key=key, num_samples=2),
+        "fisher_gaussian": lambda b: gl.curvature.fisher(
+            model_fn, params, b, key=key, likelihood="gaussian"
+        ),
+        "empirical_fisher": lambda b: gl.curvature.empirical_fisher(loss_fn, params, b),
+    }
+
+
+def check_mesh(kind):
+    mesh = gl.distributed.make_data_mesh(4, axis_type=kind)
+    params, x, y = problem(8)
+    sharded = gl.distributed.shard_batch((x, y), mesh)
+    for name, build in operators(params).items():
+        if not wanted(kind, name):
+            continue
+        want = reference(name, lambda: gl.curvature.dense(build((x, y)), params))
+        compare(f"{kind}/{name}", gl.curvature.dense(build(sharded), params), want)
+        # Uneven: 10 examples padded to 12, the shards hold 3, 3, 3, 1 true examples.
+        masked = gl.distributed.shard_batch((x[:7], y[:7]), mesh, pad=True)
+        if name.startswith("fisher"):  # labels are drawn for the padded batch: compare with the
+            # same MaskedBatch on one device (padding exactness is tested on one device)
+            one = gl.distributed.MaskedBatch(
+                jax.device_get(masked.batch), jax.device_get(masked.mask)
+            )
+            want7 = gl.curvature.dense(build(one), params)
+        else:
+            want7 = reference(
+                f"{name}/7", lambda: gl.curvature.dense(build((x[:7], y[:7])), params)
+            )
+        compare(f"{kind}/{name}/masked", gl.curvature.dense(build(masked), params), want7)
+
+    # Built and applied inside jit (the batch is traced: Explicit types carry the sharding).
+    v = jax.tree.map(jnp.ones_like, params)
+    hvp = jax.jit(lambda p, b, v: gl.curvature.hessian(loss_fn, p, b)(v))
+    compare(
+        f"{kind}/hessian/jit",
+        hvp(params, sharded, v),
+        gl.curvature.hessian(loss_fn, params, (x, y))(v),
+    )
+    # Params replicated on the mesh by the user.
+    rep = gl.distributed.replicate(params, mesh)
+    compare(
+        f"{kind}/hessian/replicated",
+        gl.curvature.hessian(loss_fn, rep, sharded)(v),
+        hvp(params, (x, y), v),
+    )
+
+    # Spectral algorithms on the data-parallel Hessian, same keys as on one device.
+    single = gl.curvature.hessian(loss_fn, params, (x, y))
+    multi = gl.curvature.hessian(loss_fn, params, sharded)
+    key = jax.random.key(5)
+    algorithms = {
+        "eigsh": lambda m: gl.spectral.eigsh(m, params, k=3, key=key, num_matvecs=12).eigenvalues,
+        "lanczos": lambda m: gl.spectral.lanczos(m, v, num_matvecs=10)[:2],
+        "slq": lambda m: gl.spectral.slq(m, params, key=key, num_probes=2, num_matvecs=8),
+        "trace": lambda m: gl.spectral.trace(m, params, key=key, num_matvecs=12),
+        "diagonal": lambda m: gl.spectral.diagonal(m, params, key=key, num_matvecs=6),
+        "cg": lambda m: gl.spectral.cg(m, v, damping=0.5, tol=1e-12).x,
+        "power_iteration": lambda m: (
+            gl.spectral.power_iteration(m, params, key=key, num_iters=30).eigenvalues
+        ),
+    }
+    for name, run in algorithms.items():
+        if wanted(kind, name):
+            compare(f"{kind}/{name}", run(multi), reference(name, lambda: run(single)), 1e-8)
+    if kind == "explicit":
+        eig = jax.jit(
+            lambda p, b: (
+                gl.spectral.eigsh(
+                    gl.curvature.ggn(model_fn, "softmax_cross_entropy", p, b),
+                    p,
+                    k=3,
+                    key=key,
+                    num_matvecs=12,
+                ).eigenvalues
+            )
+        )
+        compare(f"{kind}/eigsh/jit", eig(params, sharded), eig(params, (x, y)), 1e-8)
+
+    # NTK: operator (masked too) and the empirical kernel with rows split over the mesh.
+    xs = gl.distributed.shard_batch(x, mesh)
+    u = jax.random.normal(jax.random.key(6), (8, 4), jnp.float64)
+    compare(
+        f"{kind}/ntk_operator",
+        gl.ntk.ntk_operator(model_fn, params, xs)(u),
+        gl.ntk.ntk_operator(model_fn, params, x)(u),
+    )
+    if kind != "explicit":
+        return
+    compare(
+        f"{kind}/ntk_operator/tiled",
+        gl.ntk.ntk_operator(model_fn, params, xs, batch_size=1)(u),
+        gl.ntk.ntk_operator(model_fn, params, x)(u),
+    )
+    mx = gl.distributed.shard_batch(x[:7], mesh, pad=True)
+    got = jax.device_get(gl.ntk.ntk_operator(model_fn, params, mx)(u))
+    compare(
+        f"{kind}/ntk_operator/masked", got[:7], gl.ntk.ntk_operator(model_fn, params, x[:7])(u[:7])
+    )
+    emit(name=f"{kind}/ntk_operator/masked_rows_zero", err=float(jnp.abs(got[7:]).max()), tol=0.0)
+    lr = lambda xx: gl.ntk.max_learning_rate(model_fn, params, xx, key=key).lambda_max  # noqa: E731
+    compare(f"{kind}/max_learning_rate", lr(xs), lr(x), 1e-8)
+    for label, opts in {
+        "traced": {},
+        "full": {"trace_axes": ()},
+        "diagonal": {"diagonal_axes": (0,)},
+    }.items():
+        got = gl.ntk.empirical_ntk(model_fn, params, xs, **opts)
+        compare(
+            f"{kind}/empirical_ntk/{label}",
+            got,
+            gl.ntk.empirical_ntk(model_fn, params, x, vmap_axes=0, **opts),
+        )
+        emit(
+            name=f"{kind}/empirical_ntk/{label}/sharded",
+            error=None if got.sharding.spec[0] == "data" else str(got.sharding),
+        )
+    x2 = x[:3]
+    compare(
+        f"{kind}/empirical_ntk/x2",
+        gl.ntk.empirical_ntk(model_fn, params, xs, x2),
+        gl.ntk.empirical_ntk(model_fn, params, x, x2, vmap_axes=0),
+    )
+
+
+def check_errors():
+    mesh = gl.distributed.make_data_mesh(4)
+    params, x, y = problem(10)
+    expect_error("errors/not_divisible", lambda: gl.distributed.shard_batch((x, y), mesh))
+    expect_error(
+        "errors/axis_name", lambda: gl.distributed.shard_batch((x, y), mesh, axis_name="batch")
+    )
+    auto = gl.distributed.make_data_mesh(4, axis_type="auto")  # Explicit refuses uneven splits
+    uneven = jax.device_put(x, NamedSharding(auto, PartitionSpec("data")))
+    expect_error(
+        "errors/uneven_placement",
+        lambda: gl.curvature.hessian(lambda p, b: jnp.mean(model_fn(p, b)), params, uneven),
+    )
+    other = gl.distributed.make_data_mesh(2, devices=jax.devices()[2:])
+    expect_error(
+        "errors/params_mesh",
+        lambda: gl.curvature.hessian(
+            loss_fn,
+            gl.distributed.replicate(params, other),
+            gl.distributed.shard_batch((x[:8], y[:8]), mesh),
+        ),
+    )
+
+
+if __name__ == "__main__":
+    assert len(jax.devices()) == 4, jax.devices()
+    for kind in sys.argv[1:] or ["explicit", "auto"]:
+        check_mesh(kind)
+    check_errors()
