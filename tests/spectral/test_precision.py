@@ -60,7 +60,11 @@ def test_matvec_sees_its_dtype_and_recurrences_stay_float32(key):
         matvec, seen = _recording(a)
         # Tracing is enough to see every dtype (and much cheaper than compiling 8 loops).
         out = jax.eval_shape(lambda call=call, matvec=matvec: call(matvec, matvec_dtype="bfloat16"))
-        assert seen and all(d == jnp.bfloat16 for d in seen), (name, seen)
+        # gradlab.distributed's mesh probe may first evaluate the operator's output shape at
+        # like's dtype (shape only, no product); from the algorithm's own probe on, every call
+        # the algorithm makes sees bfloat16.
+        probes = 1 if seen and seen[0] == jnp.float32 else 0
+        assert len(seen) > probes and all(d == jnp.bfloat16 for d in seen[probes:]), (name, seen)
         assert out.dtype == jnp.float32, name  # recurrences and results in float32
 
 
