@@ -13,6 +13,7 @@ from gradlab._src.errors import check_int, check_real, check_same_structure
 from gradlab._src.tree import ravel
 from gradlab.distributed._context import follow_operator_mesh
 from gradlab.spectral._common import check_callable, check_vector_like
+from gradlab.spectral._precision import cast_operator, check_matvec_dtype, working_dtype
 
 __all__ = ["Solution", "cg"]
 
@@ -49,6 +50,7 @@ def cg(
     tol: float = 1e-6,
     max_iters: int = 100,
     preconditioner: Callable[[Any], Any] | None = None,
+    matvec_dtype: str | None = None,
 ) -> Solution:
     r"""Solve :math:`(A + \lambda I) x = b` for symmetric positive-definite ``A`` by conjugate gradients.
 
@@ -72,6 +74,11 @@ def cg(
         tol: relative residual tolerance, ``> 0``.
         max_iters: maximum number of iterations, ``>= 1``.
         preconditioner: optional SPD map ``M(r) -> z`` on pytrees like ``b``.
+        matvec_dtype: mixed precision. ``None`` (default): the operator gets vectors of
+            ``b``'s dtype and everything runs in it. ``"bfloat16"``, ``"float16"``,
+            ``"float32"`` or ``"float64"``: the vectors handed to ``matvec`` are cast to that
+            dtype, its output is cast back, and the CG recurrence and the preconditioner run in float32 (float64 when
+            ``jax_enable_x64`` is on). See ``docs/spectral.md``, "Mixed precision".
 
     Returns:
         :class:`Solution` with ``x`` (pytree like ``b``), ``num_iters ()``,
@@ -99,18 +106,24 @@ def cg(
     damping = check_real("damping", damping, 0.0, None)
     tol = check_real("tol", tol, 0.0, None, lo_open=True)
     max_iters = check_int("max_iters", max_iters, 1, None)
-    _check_operator("matvec", matvec, b)
+    low = check_matvec_dtype(matvec_dtype)
+    if low is None:
+        _check_operator("matvec", matvec, b)
+    else:
+        low_mv, _, b_low = cast_operator(matvec, b, low)
+        _check_operator("matvec", matvec, b, probe=b_low)
     if preconditioner is not None:
         check_callable("preconditioner", preconditioner)
         _check_operator("preconditioner", preconditioner, b)
 
     b_flat, unravel = ravel(b)
-    dtype = b_flat.dtype
+    dtype = working_dtype(b_flat.dtype, low)
+    b_flat = b_flat.astype(dtype)
 
     def flat(fn):
         return lambda v: ravel(fn(unravel(v)))[0].astype(dtype)
 
-    mv = flat(matvec)
+    mv = flat(matvec) if low is None else (lambda v: low_mv(v).astype(dtype))
     precond = flat(preconditioner) if preconditioner is not None else (lambda v: v)
 
     def damped(v):
@@ -125,8 +138,8 @@ def cg(
     return Solution(unravel(x), num_iters, rnorm, converged)
 
 
-def _check_operator(name: str, fn: Callable[[Any], Any], b: Any) -> None:
-    out = jax.eval_shape(fn, b)
+def _check_operator(name: str, fn: Callable[[Any], Any], b: Any, probe: Any = None) -> None:
+    out = jax.eval_shape(fn, b if probe is None else probe)
     try:
         check_same_structure(f"{name}(b)", out, b)
     except (TypeError, ValueError) as err:

@@ -12,6 +12,7 @@ from jax import lax
 
 from gradlab._src.errors import check_same_structure
 from gradlab._src.tree import flat_matvec, tree_size
+from gradlab.spectral._precision import cast_operator, check_matvec_dtype, working_dtype
 
 __all__ = [
     "BREAKDOWN_RTOL",
@@ -66,23 +67,34 @@ def check_vector_like(name: str, tree: Any) -> int:
 
 
 def prepare(
-    matvec: Callable[[Any], Any], like: Any, name: str = "like"
+    matvec: Callable[[Any], Any], like: Any, name: str = "like", matvec_dtype: Any = None
 ) -> tuple[Callable[[jax.Array], jax.Array], int, Any, Callable[[jax.Array], Any]]:
     """Validate ``(matvec, like)`` and return ``(flat_mv, n, dtype, unravel)``.
 
     The operator is evaluated abstractly once (``jax.eval_shape``) so a matvec whose output does
     not have the structure of ``like`` fails here, with a clear message, before any tracing of
-    the algorithm.
+    the algorithm. ``dtype`` is the working dtype: that of ``like``, or float32/float64 when
+    ``matvec_dtype`` is set (then ``flat_mv`` hands the operator ``matvec_dtype`` vectors; see
+    :mod:`gradlab.spectral._precision`).
     """
     check_callable("matvec", matvec)
     check_vector_like(name, like)
-    out = jax.eval_shape(matvec, like)
+    low = check_matvec_dtype(matvec_dtype)
+    if low is not None:
+        low_mv, _, like_low = cast_operator(matvec, like, low)
+        probe = like_low
+    else:
+        probe = like
+    out = jax.eval_shape(matvec, probe)
     try:
         check_same_structure("matvec(like)", out, like)
     except (TypeError, ValueError) as err:
         raise type(err)(f"the operator's output must have the structure of {name}; {err}") from None
     mv, n, dtype, unravel = flat_matvec(matvec, like)
-    return mv, n, dtype, unravel
+    if low is None:
+        return mv, n, dtype, unravel
+    work = working_dtype(dtype, low)
+    return (lambda x: low_mv(x).astype(work)), n, work, unravel
 
 
 def concrete_is_zero(tree: Any) -> bool | None:

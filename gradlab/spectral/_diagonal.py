@@ -27,6 +27,7 @@ def diagonal(
     num_matvecs: int,
     estimator: Literal["hutchinson", "xdiag"] = "hutchinson",
     chunk_size: int = 1,
+    matvec_dtype: str | None = None,
 ) -> Estimate:
     r"""Randomized estimate of :math:`\operatorname{diag}(A)` as a pytree like the params.
 
@@ -51,6 +52,11 @@ def diagonal(
         num_matvecs: total matvec budget ``N`` (at least 2 for Hutchinson, 4 for XDiag).
         estimator: ``"hutchinson"`` or ``"xdiag"``.
         chunk_size: matvecs evaluated at once (vmapped).
+        matvec_dtype: mixed precision. ``None`` (default): the operator gets vectors of
+            ``like``'s dtype and everything runs in it. ``"bfloat16"``, ``"float16"``,
+            ``"float32"`` or ``"float64"``: the vectors handed to ``matvec`` are cast to that
+            dtype, its output is cast back, and the probes, sketches and statistics run in float32 (float64 when
+            ``jax_enable_x64`` is on). See ``docs/spectral.md``, "Mixed precision".
 
     Returns:
         :class:`Estimate` whose ``value`` and ``sem`` are pytrees like ``like``.
@@ -70,7 +76,7 @@ def diagonal(
         stochastic trace estimation", SIAM J. Matrix Anal. Appl. 2024,
         https://arxiv.org/abs/2301.07825.
     """
-    mv, n, dtype, unravel = prepare(matvec, like)
+    mv, n, dtype, unravel = prepare(matvec, like, matvec_dtype=matvec_dtype)
     check_choice("estimator", estimator, _DIAG_ESTIMATORS)
     budget = check_budget(estimator, num_matvecs)
     chunk_size = check_int("chunk_size", chunk_size, 1, None)

@@ -75,6 +75,7 @@ def eigsh(
     which: Literal["largest", "smallest", "magnitude"] = "largest",
     tol: float = 1e-6,
     max_restarts: int = 20,
+    matvec_dtype: str | None = None,
 ) -> Eigen:
     r"""The ``k`` extreme eigenpairs of a symmetric operator (thick-restart Lanczos).
 
@@ -105,6 +106,11 @@ def eigsh(
         which: ``"largest"``, ``"smallest"`` or ``"magnitude"``.
         tol: relative residual tolerance for ``converged``.
         max_restarts: maximum number of thick restarts (0 disables restarting).
+        matvec_dtype: mixed precision. ``None`` (default): the operator gets vectors of
+            ``like``'s dtype and everything runs in it. ``"bfloat16"``, ``"float16"``,
+            ``"float32"`` or ``"float64"``: the vectors handed to ``matvec`` are cast to that
+            dtype, its output is cast back, and the Lanczos recurrence, reorthogonalisation and the projected eigensolve run in float32 (float64 when
+            ``jax_enable_x64`` is on). See ``docs/spectral.md``, "Mixed precision".
 
     Returns:
         :class:`Eigen` with ``eigenvalues (k,)``, ``eigenvectors`` (pytree, leading axis
@@ -128,7 +134,7 @@ def eigsh(
         SIAM J. Matrix Anal. Appl. 2000. Stathopoulos, Saad & Wu, "Dynamic thick restarting of
         the Davidson, and the implicitly restarted Arnoldi methods", SIAM J. Sci. Comput. 1998.
     """
-    mv, n, dtype, unravel = prepare(matvec, like)
+    mv, n, dtype, unravel = prepare(matvec, like, matvec_dtype=matvec_dtype)
     k = check_int("k", k, 1, n)
     if num_matvecs is None:
         m = default_num_matvecs(k, n)

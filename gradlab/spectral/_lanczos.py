@@ -64,6 +64,7 @@ def lanczos(
     *,
     num_matvecs: int,
     reorthogonalize: bool = True,
+    matvec_dtype: str | None = None,
 ) -> LanczosResult:
     r"""Lanczos tridiagonalisation of a symmetric operator from the start vector ``v0``.
 
@@ -95,6 +96,11 @@ def lanczos(
         num_matvecs: Krylov depth ``m``, ``1 <= m <= n`` (``n`` = size of ``v0``).
         reorthogonalize: full reorthogonalisation (default) or the plain three-term
             recurrence (cheaper, loses orthogonality once Ritz values converge).
+        matvec_dtype: mixed precision. ``None`` (default): the operator gets vectors of
+            ``v0``'s dtype and everything runs in it. ``"bfloat16"``, ``"float16"``,
+            ``"float32"`` or ``"float64"``: the vectors handed to ``matvec`` are cast to that
+            dtype, its output is cast back, and the recurrence and the reorthogonalisation run in float32 (float64 when
+            ``jax_enable_x64`` is on). See ``docs/spectral.md``, "Mixed precision".
 
     Returns:
         :class:`LanczosResult` with ``alphas (m,)``, ``betas (m-1,)``, ``basis (m, n)``,
@@ -122,7 +128,7 @@ def lanczos(
         Gragg, Kaufman & Stewart, "Reorthogonalization and stable algorithms for updating the
         Gram-Schmidt QR factorization", Math. Comp. 1976 (the criterion for the second pass).
     """
-    mv, n, dtype, _ = prepare(matvec, v0, "v0")
+    mv, n, dtype, _ = prepare(matvec, v0, "v0", matvec_dtype)
     m = check_int("num_matvecs", num_matvecs, 1, n)
     if not isinstance(reorthogonalize, bool):
         raise TypeError(f"reorthogonalize={reorthogonalize!r} must be a bool (True or False)")

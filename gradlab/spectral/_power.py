@@ -25,6 +25,7 @@ def power_iteration(
     key: jax.Array,
     num_iters: int = 100,
     tol: float = 1e-6,
+    matvec_dtype: str | None = None,
 ) -> Eigen:
     r"""The eigenpair of largest magnitude by power iteration.
 
@@ -42,6 +43,11 @@ def power_iteration(
         key: PRNG key for the start vector.
         num_iters: maximum number of matvecs, ``>= 1``.
         tol: relative residual tolerance, ``> 0``.
+        matvec_dtype: mixed precision. ``None`` (default): the operator gets vectors of
+            ``like``'s dtype and everything runs in it. ``"bfloat16"``, ``"float16"``,
+            ``"float32"`` or ``"float64"``: the vectors handed to ``matvec`` are cast to that
+            dtype, its output is cast back, and the iteration and the Rayleigh quotients run in float32 (float64 when
+            ``jax_enable_x64`` is on). See ``docs/spectral.md``, "Mixed precision".
 
     Returns:
         :class:`Eigen` with ``k = 1``: ``eigenvalues (1,)``, ``eigenvectors`` (pytree with
@@ -58,7 +64,7 @@ def power_iteration(
     References:
         Golub & Van Loan, *Matrix Computations*, 4th ed., section 8.2.1.
     """
-    mv, n, dtype, unravel = prepare(matvec, like)
+    mv, n, dtype, unravel = prepare(matvec, like, matvec_dtype=matvec_dtype)
     num_iters = check_int("num_iters", num_iters, 1, None)
     tol = check_real("tol", tol, 0.0, None, lo_open=True)
     tol_eff = jnp.maximum(jnp.asarray(tol, dtype), 100 * jnp.finfo(dtype).eps)

@@ -71,6 +71,7 @@ def slq(
     num_probes: int,
     num_matvecs: int,
     chunk_size: int = 1,
+    matvec_dtype: str | None = None,
 ) -> SpectralDensity:
     r"""Stochastic Lanczos quadrature (SLQ) estimate of the spectral density of ``matvec``.
 
@@ -99,6 +100,11 @@ def slq(
         chunk_size: probes run at once (vmapped); the rest are scanned. Under ``vmap`` the
             breakdown guard's branch is evaluated every step, so ``chunk_size > 1`` only pays
             off where the operator gains a lot from batching (accelerators).
+        matvec_dtype: mixed precision. ``None`` (default): the operator gets vectors of
+            ``like``'s dtype and everything runs in it. ``"bfloat16"``, ``"float16"``,
+            ``"float32"`` or ``"float64"``: the vectors handed to ``matvec`` are cast to that
+            dtype, its output is cast back, and the Lanczos recurrences and the tridiagonal eigensolves run in float32 (float64 when
+            ``jax_enable_x64`` is on). See ``docs/spectral.md``, "Mixed precision".
 
     Returns:
         :class:`SpectralDensity` with ``nodes`` and ``weights`` of shape
@@ -121,7 +127,7 @@ def slq(
         neural net optimization via Hessian eigenvalue density", ICML 2019,
         https://arxiv.org/abs/1901.10159.
     """
-    mv, n, dtype, _ = prepare(matvec, like)
+    mv, n, dtype, _ = prepare(matvec, like, matvec_dtype=matvec_dtype)
     num_probes = check_int("num_probes", num_probes, 1, None)
     m = check_int("num_matvecs", num_matvecs, 1, n)
     chunk_size = check_int("chunk_size", chunk_size, 1, None)

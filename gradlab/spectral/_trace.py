@@ -74,6 +74,7 @@ def trace(
     num_matvecs: int,
     estimator: Literal["hutchinson", "hutch++", "xtrace", "stratified"] = "hutch++",
     chunk_size: int = 1,
+    matvec_dtype: str | None = None,
 ) -> Estimate:
     r"""Randomized estimate of :math:`\operatorname{tr}(A)` from ``num_matvecs`` matvecs.
 
@@ -123,6 +124,11 @@ def trace(
             4 for XTrace, twice the number of leaves of ``like`` for ``"stratified"``).
         estimator: ``"hutchinson"``, ``"hutch++"``, ``"xtrace"`` or ``"stratified"``.
         chunk_size: matvecs evaluated at once (vmapped).
+        matvec_dtype: mixed precision. ``None`` (default): the operator gets vectors of
+            ``like``'s dtype and everything runs in it. ``"bfloat16"``, ``"float16"``,
+            ``"float32"`` or ``"float64"``: the vectors handed to ``matvec`` are cast to that
+            dtype, its output is cast back, and the probes, sketches, QR and statistics run in float32 (float64 when
+            ``jax_enable_x64`` is on). See ``docs/spectral.md``, "Mixed precision".
 
     Returns:
         :class:`Estimate` with scalar ``value`` and ``sem``.
@@ -145,7 +151,7 @@ def trace(
         different aspects of the representative method", J. R. Stat. Soc. 1934 (optimum
         allocation in stratified sampling).
     """
-    mv, n, dtype, _ = prepare(matvec, like)
+    mv, n, dtype, _ = prepare(matvec, like, matvec_dtype=matvec_dtype)
     check_choice("estimator", estimator, _TRACE_ESTIMATORS)
     budget = check_budget(estimator, num_matvecs)
     chunk_size = check_int("chunk_size", chunk_size, 1, None)
