@@ -35,7 +35,7 @@ import numpy as np
 from jax.extend import core as jcore
 
 from gradlab.ntk._layout import Layout
-from gradlab.ntk._plan import Call, mode_costs
+from gradlab.ntk._plan import Call, add_group, mode_costs
 
 _VIEWS = ("transpose", "reshape")  # bijections of a leaf's entries
 
@@ -353,14 +353,7 @@ def jaxpr_features(layout: Layout, params: Any, plan: JaxprPlan):
                 perm = tuple(range(nout)) + tuple(nout + q for q in u.y_perm)
                 dparts.append(jnp.transpose(d, perm).reshape(*d.shape[:nout], *u.d_shape))
                 xparts.append(a)
-            x = jnp.concatenate(xparts, 0)
-            d = jnp.concatenate(dparts, nout)
-            if mode == "jac":  # J_o = sum_t a_t delta_{o,t}^T, one matmul per group
-                flat = d.reshape(-1, *d.shape[nout:])
-                jm = jnp.einsum("TGI,oTGF->oGIF", x, flat)
-                jacs.append(jm.reshape(*d.shape[:nout], *jm.shape[1:]))
-            else:
-                grams.append((x, d))
+            add_group(xparts, dparts, nout, mode, grams, jacs)
         return j_rest, grams, jacs
 
     if layout.vmapped:

@@ -187,3 +187,20 @@ def contraction_flops(plan: Plan, layout: Layout, params: Any, two_sides: bool) 
     for group, mode in zip(plan.groups, plan.modes, strict=True):
         total += mode_costs([plan.calls[j] for j in group], layout, two_sides)[mode]
     return total
+
+
+def add_group(xparts, dparts, nout: int, mode: str, grams: list, jacs: list) -> None:
+    """Append one weight group's factors to ``grams`` (gram mode) or its Jacobian to ``jacs``.
+
+    ``xparts`` are the group's layer inputs ``(T_i, G, I)`` and ``dparts`` its output cotangents
+    ``(*out, T_i, G, F)`` (one entry per use, concatenated over the use axis ``T``). In ``"jac"``
+    mode ``J_o = sum_t x_t delta_{o,t}^T`` is formed with one matmul per group.
+    """
+    x = jnp.concatenate(xparts, 0)
+    d = jnp.concatenate(dparts, nout)
+    if mode == "jac":
+        flat = d.reshape(-1, *d.shape[nout:])
+        jm = jnp.einsum("TGI,oTGF->oGIF", x, flat)
+        jacs.append(jm.reshape(*d.shape[:nout], *jm.shape[1:]))
+    else:
+        grams.append((x, d))

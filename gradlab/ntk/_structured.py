@@ -32,7 +32,14 @@ import jax.numpy as jnp
 from gradlab.ntk import _conv, _jaxpr
 from gradlab.ntk._detect import run_default
 from gradlab.ntk._layout import Layout, param_letters, prepare_inputs, run
-from gradlab.ntk._plan import SUPPORTED_LAYERS, Plan, discover, inputs_of, layer_kind
+from gradlab.ntk._plan import (
+    SUPPORTED_LAYERS,
+    Plan,
+    add_group,
+    discover,
+    inputs_of,
+    layer_kind,
+)
 
 
 def structured_features(layout: Layout, params: Any, plan: Plan):
@@ -99,14 +106,7 @@ def structured_features(layout: Layout, params: Any, plan: Plan):
                         x = jnp.concatenate([x, jnp.ones((*x.shape[:2], 1), x.dtype)], axis=2)
                 xparts.append(x)
                 dparts.append(d.reshape(*d.shape[:nout], -1, g, c.out_shape[-1] // g))
-            x = jnp.concatenate(xparts, 0)
-            d = jnp.concatenate(dparts, nout)
-            if mode == "jac":  # J_o = sum_t p_t delta_{o,t}^T, one matmul per group
-                flat = d.reshape(-1, *d.shape[nout:])
-                jm = jnp.einsum("TGI,oTGF->oGIF", x, flat)
-                jacs.append(jm.reshape(*d.shape[:nout], *jm.shape[1:]))
-            else:
-                grams.append((x, d))
+            add_group(xparts, dparts, nout, mode, grams, jacs)
         return j_rest, grams, jacs
 
     if layout.vmapped:

@@ -9,18 +9,16 @@ result in float64) or ``{"name", "error"}`` for an expected ``ValueError`` messa
 from __future__ import annotations
 
 import json
-import os
 import sys
-
-os.environ["XLA_FLAGS"] = "--xla_force_host_platform_device_count=4"
-os.environ["JAX_PLATFORMS"] = "cpu"
 
 import jax
 import jax.numpy as jnp
 
-jax.config.update("jax_enable_x64", True)
+import gradlab as gl
 
-import gradlab as gl  # noqa: E402
+# No side effects at import: pytest's --doctest-modules imports every module under tests/, and a
+# global jax_enable_x64 here leaked float64 into every later test of that xdist worker. The
+# launcher (test_sharded.py) sets XLA_FLAGS/JAX_PLATFORMS; x64 is switched on in __main__.
 
 TOL = 1e-10
 
@@ -247,6 +245,7 @@ def check_errors():
 
 
 if __name__ == "__main__":
+    jax.config.update("jax_enable_x64", True)
     assert len(jax.devices()) == 4, jax.devices()
     for kind in sys.argv[1:] or ["explicit", "auto"]:
         check_mesh(kind)
