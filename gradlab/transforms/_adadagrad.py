@@ -13,6 +13,7 @@ from gradlab._src.tree import tree_dtype
 from gradlab.transforms._dicesgd import (
     check_learning_rate,
     check_stacked_like,
+    mean_over_examples,
     require_extra,
 )
 from gradlab.transforms._pcgrad import stack_ravel
@@ -54,18 +55,12 @@ class AdAdaGradState(NamedTuple):
     statistic: jax.Array
 
 
-def _column_mean(g: jax.Array) -> jax.Array:
-    """Mean over the example axis of an ``(m, P)`` matrix, as a ``1/m``-weighted contraction.
-
-    ``jnp.mean(g, axis=0)`` lowers to a major-axis reduce that XLA-CPU runs 20-60x slower than
-    the same sum as a dot (8 x 1e6 float32: about 0.2-0.6 s against 9 ms), as in DiceSGD.
-    """
-    weights = jnp.full((g.shape[0],), 1.0 / g.shape[0], g.dtype)
-    return weights @ g
-
-
 def _summed_variance(g: jax.Array, mean: jax.Array) -> jax.Array:
-    """``sum_j var_j(g[:, j])`` with ``ddof=1``, without a major-axis reduce."""
+    """``sum_j var_j(g[:, j])`` with ``ddof=1``, without a major-axis reduce.
+
+    ``jnp.var(g, axis=0)`` lowers to a major-axis reduce that XLA-CPU runs 20-60x slower than
+    this (as ``jnp.mean(axis=0)``; see :func:`~gradlab.transforms._dicesgd.mean_over_examples`).
+    """
     deviation = g - mean
     return jnp.sum(deviation * deviation) / (g.shape[0] - 1)
 
@@ -126,14 +121,14 @@ def batch_size_tests(
             f"per_example_grads has {m} example on its leading axis: the batch-size tests need a "
             "test micro-batch of at least 2 examples (unbiased sample variances)"
         )
-    mean = _column_mean(g)
+    mean = mean_over_examples(g)
     norm_sq = jnp.sum(mean * mean)
     var_total = _summed_variance(g, mean)
     dots = g @ mean
     var_dots = jnp.var(dots, ddof=1)
     safe = jnp.where(norm_sq > 0, norm_sq, 1.0)
     ortho = g - jnp.outer(dots / safe, mean)
-    var_ortho = _summed_variance(ortho, _column_mean(ortho))
+    var_ortho = _summed_variance(ortho, mean_over_examples(ortho))
 
     def ratio(num, den):
         return jnp.where(
