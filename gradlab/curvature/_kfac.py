@@ -27,7 +27,13 @@ from gradlab.curvature._kfac_capture import (
     make_forward,
 )
 from gradlab.curvature._kfac_columns import likelihood_of, output_columns
-from gradlab.curvature._kfac_eigen import EKFAC, EigenFactors, apply_blocks, check_damping
+from gradlab.curvature._kfac_eigen import (
+    EKFAC,
+    EigenFactors,
+    FactoredOperator,
+    apply_blocks,
+    check_damping,
+)
 
 __all__ = ["KFAC", "Factors", "kfac"]
 
@@ -229,7 +235,7 @@ def eigen_of(plan: Plan, factors: dict[str, Factors], diagonal: dict) -> EKFAC:
 
 
 @jax.tree_util.register_pytree_node_class
-class KFAC:
+class KFAC(FactoredOperator):
     r"""The K-FAC approximation returned by :func:`kfac` (a registered pytree).
 
     Attributes:
@@ -247,18 +253,6 @@ class KFAC:
         >>> kf.factors["params/Dense_0"].a.shape, kf.factors["params/Dense_0"].g.shape
         ((3, 3), (4, 4))
     """
-
-    def __init__(self, factors: dict, diagonal: dict, plan: Plan):
-        self.factors = factors
-        self.diagonal = diagonal
-        self.plan = plan
-
-    def tree_flatten(self) -> tuple[tuple, Plan]:
-        return (self.factors, self.diagonal), self.plan
-
-    @classmethod
-    def tree_unflatten(cls, plan: Plan, children: tuple) -> KFAC:
-        return cls(*children, plan)
 
     def matvec(self, v: Any) -> Any:
         r"""``K v``: per layer :math:`A V G` on the kernel ``V`` (as ``(d_in, d_out)``), ``b G``."""

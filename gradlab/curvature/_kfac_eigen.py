@@ -16,7 +16,15 @@ import jax.numpy as jnp
 from gradlab._src.errors import check_real, check_same_structure
 from gradlab.curvature._kfac_capture import Plan
 
-__all__ = ["EKFAC", "EigenFactors", "apply_blocks", "check_damping", "like_of", "vector_leaves"]
+__all__ = [
+    "EKFAC",
+    "EigenFactors",
+    "FactoredOperator",
+    "apply_blocks",
+    "check_damping",
+    "like_of",
+    "vector_leaves",
+]
 
 
 class EigenFactors(NamedTuple):
@@ -99,8 +107,26 @@ def _unrotate(f: EigenFactors, w: jax.Array) -> jax.Array:
     return w if f.qa is None else f.qa @ w
 
 
+class FactoredOperator:
+    """Pytree plumbing shared by :class:`EKFAC` and ``KFAC``: the per-layer ``factors`` and the
+    ``diagonal`` of uncovered leaves are children, the capture ``plan`` is static. Subclasses
+    register themselves with ``jax.tree_util.register_pytree_node_class``."""
+
+    def __init__(self, factors: dict, diagonal: dict, plan: Plan):
+        self.factors = factors
+        self.diagonal = diagonal
+        self.plan = plan
+
+    def tree_flatten(self) -> tuple[tuple, Plan]:
+        return (self.factors, self.diagonal), self.plan
+
+    @classmethod
+    def tree_unflatten(cls, plan: Plan, children: tuple) -> FactoredOperator:
+        return cls(*children, plan)
+
+
 @jax.tree_util.register_pytree_node_class
-class EKFAC:
+class EKFAC(FactoredOperator):
     r"""A Kronecker-factored operator in eigen form (what :func:`ekfac` returns).
 
     Per covered layer, the kernel block is :math:`(Q_A \otimes Q_G)\,\mathrm{diag}(s)\,
@@ -123,18 +149,6 @@ class EKFAC:
         >>> jax.tree.structure(w) == jax.tree.structure(params)
         True
     """
-
-    def __init__(self, factors: dict, diagonal: dict, plan: Plan):
-        self.factors = factors
-        self.diagonal = diagonal
-        self.plan = plan
-
-    def tree_flatten(self) -> tuple[tuple, Plan]:
-        return (self.factors, self.diagonal), self.plan
-
-    @classmethod
-    def tree_unflatten(cls, plan: Plan, children: tuple) -> EKFAC:
-        return cls(*children, plan)
 
     def matvec(self, v: Any) -> Any:
         """The operator times ``v`` (a pytree like the params)."""
