@@ -20,6 +20,7 @@ from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 __all__ = [
     "FastfoodFactors",
@@ -63,17 +64,48 @@ def fastfood_factors(key: jax.Array, num_params: int, dim: int, dtype: Any) -> F
     return FastfoodFactors(signs, perm.astype(jnp.int32), gauss, inverse.astype(jnp.int32))
 
 
+#: Largest Hadamard factor (``2**_MAX_FACTOR_BITS`` square) applied as one matmul.
+_MAX_FACTOR_BITS = 6
+
+
+def _hadamard(size: int, dtype: Any) -> jax.Array:
+    """The ``(size, size)`` Sylvester-Hadamard matrix: ``H[i, j] = (-1)^popcount(i & j)``."""
+    i = np.arange(size)
+    bits = np.bitwise_and(i[:, None], i[None, :])
+    parity = np.zeros_like(bits)
+    while bits.any():
+        parity ^= bits & 1
+        bits >>= 1
+    return jnp.asarray(1 - 2 * parity, dtype)
+
+
 def _fwht(x: jax.Array) -> jax.Array:
-    """Unnormalized Walsh-Hadamard transform along the last axis (length a power of two)."""
+    r"""Unnormalized Walsh-Hadamard transform along the last axis (length a power of two).
+
+    :math:`H_{2^k} = H_{2^{k_1}} \otimes \dots \otimes H_{2^{k_m}}`: the axis is viewed as
+    ``m`` axes of sizes ``2^{k_i} <= 64``, and each small Hadamard matrix multiplies its own
+    axis in place (``L \sum_i 2^{k_i}`` multiply-adds, ``64 L`` for ``L = 1024``). On CPU this
+    is several times faster than the ``log2 L`` butterfly stages (measured in
+    docs/performance.md) and compiles to ``m`` dots instead of ``log2 L`` reshapes and
+    concatenations. Exact up to float rounding (the entries are ``+-1``);
+    ``Precision.HIGHEST`` keeps GPUs from rounding float32 inputs to TF32.
+    """
     size = x.shape[-1]
+    bits = size.bit_length() - 1
+    if size == 1:
+        return x
+    num = -(-bits // _MAX_FACTOR_BITS)
+    parts = [bits // num + (i < bits % num) for i in range(num)]
     lead = x.shape[:-1]
-    h = 1
-    while h < size:
-        x = x.reshape(*lead, size // (2 * h), 2, h)
-        a, b = x[..., 0, :], x[..., 1, :]
-        x = jnp.stack([a + b, a - b], axis=-2).reshape(*lead, size)
-        h *= 2
-    return x
+    y = x
+    prefix = 1
+    for p in parts:
+        # contract factor axis i in place: (n, prefix, 2**p, suffix) with H_{2**p}
+        y = y.reshape(-1, prefix, 1 << p, size // (prefix << p))
+        h = _hadamard(1 << p, x.dtype)
+        y = jnp.einsum("bc,npcq->npbq", h, y, precision=jax.lax.Precision.HIGHEST)
+        prefix <<= p
+    return y.reshape(*lead, size)
 
 
 def _blocks(factors: FastfoodFactors, z: jax.Array) -> jax.Array:

@@ -132,6 +132,19 @@ def test_fastfood_block_is_the_hadamard_product_formula(x64, key):
     np.testing.assert_allclose(np.sum(blocks[0] ** 2, axis=0), np.sum(f.gauss[0] ** 2))
 
 
+# one to four Hadamard factors (max_bits caps a factor at 2**max_bits rows)
+@pytest.mark.parametrize(("size", "max_bits"), [(1, 6), (2, 6), (64, 6), (128, 6), (128, 2)])
+def test_fwht_equals_the_dense_hadamard_matrix(x64, monkeypatch, size, max_bits):
+    from scipy.linalg import hadamard
+
+    from gradlab.transforms import _fastfood
+
+    monkeypatch.setattr(_fastfood, "_MAX_FACTOR_BITS", max_bits)
+    v = np.random.default_rng(size).standard_normal((3, 2, size))
+    got = _fastfood._fwht(jnp.asarray(v))
+    np.testing.assert_allclose(got, v @ hadamard(size), rtol=1e-12, atol=1e-11)
+
+
 def test_fastfood_restrict_is_the_transpose_of_extend(x64, key):
     from gradlab.transforms._fastfood import fastfood_extend, fastfood_factors, fastfood_restrict
 
