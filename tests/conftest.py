@@ -13,7 +13,8 @@ import pytest
 # The tests run thousands of tiny programs, so XLA's compile time dominates their run time:
 # skip the expensive LLVM backend passes (HLO-level simplification and fusion still run, so
 # results are the same floating-point operations). Only this process is affected: notebook
-# kernels and CLI subprocesses, which run longer programs, keep the default optimisation.
+# kernels and CLI subprocesses, which run longer programs, keep the default optimisation (except
+# the compile-bound smoke notebooks named in tests/experiments/test_notebooks.py).
 jax.config.update("jax_disable_most_optimizations", True)
 
 
