@@ -13,8 +13,30 @@ import pytest
 # The tests run thousands of tiny programs, so XLA's compile time dominates their run time:
 # skip the expensive LLVM backend passes (HLO-level simplification and fusion still run, so
 # results are the same floating-point operations). Only this process is affected: notebook
-# kernels and CLI subprocesses, which run longer programs, keep the default optimisation.
+# kernels and CLI subprocesses, which run longer programs, keep the default optimisation (except
+# the compile-bound smoke notebooks named in tests/experiments/test_notebooks.py).
 jax.config.update("jax_disable_most_optimizations", True)
+
+
+@pytest.fixture(autouse=True)
+def _no_leaked_x64():
+    """Fail loudly if 64-bit floats are already on when a test starts.
+
+    ``jax_enable_x64`` is process-global: a module that switches it on at import (collection
+    imports every module of a worker, doctest modules included) silently runs every later test
+    of that worker in float64, hiding dtype bugs and skewing float32 tolerances. Tests that need
+    float64 request the ``x64`` fixture, which switches it back off; this fixture runs first
+    (autouse), so it sees the state left by collection and by earlier tests.
+    """
+    if jax.config.jax_enable_x64:
+        # Switch it off first so that one leak is reported once, not by every later test.
+        jax.config.update("jax_enable_x64", False)
+        pytest.fail(
+            "jax_enable_x64 was already True when this test started: something switched "
+            "64-bit floats on globally (at import, or a test without restoring it). Use the "
+            "x64 fixture instead, which restores the setting.",
+            pytrace=False,
+        )
 
 
 @pytest.fixture

@@ -34,6 +34,7 @@ The GD step's :math:`\eta` comes from an exact line search (the loss is quadrati
 from __future__ import annotations
 
 import dataclasses
+import functools
 
 import jax
 import jax.numpy as jnp
@@ -127,21 +128,56 @@ def closed_form_gamma(setting: str, sigma: np.ndarray, num_context: int) -> np.n
     return sigma @ np.linalg.inv(h)
 
 
-def _sampler(setting: str, sigma: np.ndarray, dim: int, n: int):
-    chol = jnp.asarray(np.linalg.cholesky(sigma), jnp.float32)
+@functools.partial(jax.jit, static_argnames=("batch", "dim", "n"))
+def _sample(key, batch: int, chol: jax.Array, uniform: jax.Array, dim: int, n: int):
+    """``batch`` prompts of one setting (``chol``: Cholesky factor of Sigma, ``uniform``: bool).
 
-    def sample(key, batch):
-        kx, kw = jax.random.split(key)
-        if setting == "uniform":
-            x = jax.random.uniform(kx, (batch, n + 1, dim), minval=-1.0, maxval=1.0)
-        else:
-            x = jax.random.normal(kx, (batch, n + 1, dim)) @ chol.T
-        w = jax.random.normal(kw, (batch, dim))
-        y = jnp.einsum("bnd,bd->bn", x, w)
-        z = jnp.concatenate([x, y[..., None]], axis=-1).at[:, -1, -1].set(0.0)
-        return z, y[:, -1]
+    Both laws are one traced program (``lax.cond`` on ``uniform``, same key for either draw), so
+    the three settings share one compiled training loop and one compiled evaluation sampler.
+    """
+    kx, kw = jax.random.split(key)
+    shape = (batch, n + 1, dim)
+    x = jax.lax.cond(
+        uniform,
+        lambda: jax.random.uniform(kx, shape, minval=-1.0, maxval=1.0),
+        lambda: jax.random.normal(kx, shape) @ chol.T,
+    )
+    w = jax.random.normal(kw, (batch, dim))
+    y = jnp.einsum("bnd,bd->bn", x, w)
+    z = jnp.concatenate([x, y[..., None]], axis=-1).at[:, -1, -1].set(0.0)
+    return z, y[:, -1]
 
-    return sample
+
+@functools.lru_cache(maxsize=8)
+def _trainer(config: Config):
+    """The jitted Adam training loop for ``config``, compiled once for every setting and seed."""
+    import optax
+
+    import gradlab as gl
+
+    d, n = config.dim, config.num_context
+    # apply_fn depends only on (d, n, init_scale), not on the key
+    _, predict = gl.models.init_lsa(jax.random.key(0), d, n, init_scale=config.init_scale)
+    schedule = optax.cosine_decay_schedule(
+        config.learning_rate, config.num_steps, alpha=config.final_lr_fraction
+    )
+    opt = optax.adam(schedule)
+
+    def loss_fn(p, z, y):
+        return jnp.mean((predict(p, z) - y) ** 2)
+
+    @jax.jit
+    def train(params, keys, chol, uniform):
+        def step(carry, key):
+            p, s = carry
+            z, y = _sample(key, config.batch_size, chol, uniform, d, n)
+            loss, g = jax.value_and_grad(loss_fn)(p, z, y)
+            u, s = opt.update(g, s, p)
+            return (optax.apply_updates(p, u), s), loss
+
+        return jax.lax.scan(step, (params, opt.init(params)), keys)
+
+    return train
 
 
 def _effective_gamma(params, dim: int) -> jax.Array:
@@ -156,34 +192,20 @@ def _moment(z):
 
 
 def _train_and_measure(config: Config, setting: str, seed: int) -> dict:
-    import optax
-
     import gradlab as gl
 
     d, n = config.dim, config.num_context
     sigma = input_covariance(setting, d, config.condition_number)
-    sample = _sampler(setting, sigma, d, n)
+    chol = jnp.asarray(np.linalg.cholesky(sigma), jnp.float32)
+    uniform = jnp.asarray(setting == "uniform")
+
+    def sample(key, batch):
+        return _sample(key, batch, chol, uniform, d, n)
+
     key_init, key_train, key_ls, key_eval = jax.random.split(jax.random.key(seed), 4)
     params, predict = gl.models.init_lsa(key_init, d, n, init_scale=config.init_scale)
-    schedule = optax.cosine_decay_schedule(
-        config.learning_rate, config.num_steps, alpha=config.final_lr_fraction
-    )
-    opt = optax.adam(schedule)
-
-    def loss_fn(p, z, y):
-        return jnp.mean((predict(p, z) - y) ** 2)
-
-    def step(carry, key):
-        p, s = carry
-        z, y = sample(key, config.batch_size)
-        loss, g = jax.value_and_grad(loss_fn)(p, z, y)
-        u, s = opt.update(g, s, p)
-        return (optax.apply_updates(p, u), s), loss
-
     keys = jax.random.split(key_train, config.num_steps)
-    (params, _), losses = jax.jit(lambda p, k: jax.lax.scan(step, (p, opt.init(p)), k))(
-        params, keys
-    )
+    (params, _), losses = _trainer(config)(params, keys, chol, uniform)
 
     # exact line search of one GD step from 0 on separate prompts
     z_ls, y_ls = sample(key_ls, config.num_eval)

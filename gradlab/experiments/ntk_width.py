@@ -169,10 +169,12 @@ def _width_run(keys, x, x_test, *, width: int, config: Config):
 
     def one(key):
         params, apply_fn, loss_fn = _net(key, x, width, config)
-        theta0 = empirical_ntk(apply_fn, params, x)
+        # the MLP treats examples independently: vmap_axes=0 says so, so that only the
+        # per-example kernel is compiled (the default probe compiles the whole-batch one too)
+        theta0 = empirical_ntk(apply_fn, params, x, vmap_axes=0)
         trained, losses = _train(params, loss_fn, x, config)
         outputs = _outputs(apply_fn, params, trained, x, x_test)
-        return theta0, empirical_ntk(apply_fn, trained, x), losses, outputs
+        return theta0, empirical_ntk(apply_fn, trained, x, vmap_axes=0), losses, outputs
 
     return jax.lax.map(one, keys)  # sequential: one wide net in memory at a time
 

@@ -9,6 +9,7 @@ readout ``Dense(num_outputs)``, so it has ``depth + 1`` dense layers. Every dens
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable
 from typing import Literal, NamedTuple
@@ -64,6 +65,29 @@ def _erf_moments(k11, k22, k12):
     var1 = 2 / math.pi * jnp.arcsin(2 * k11 / d1)
     var2 = 2 / math.pi * jnp.arcsin(2 * k22 / d2)
     return value, deriv, var1, var2
+
+
+@functools.partial(jax.jit, static_argnums=(2, 3, 4, 5))
+def _recursion(x1, x2, depth: int, activation: str, w2: float, b2: float) -> Kernel:
+    """The layer recursion of :func:`infinite_mlp`, one compiled program per input shape.
+
+    Jitted so that an eager ``kernel_fn`` call dispatches one program instead of a few dozen
+    small ops (each compiled on first use), which dominated its cost at small ``N``.
+    """
+    moments = _relu_moments if activation == "relu" else _erf_moments
+    d = x1.shape[1]
+    # first dense layer: covariances of its pre-activations
+    k12 = w2 * (x1 @ x2.T) / d + b2
+    k11 = w2 * jnp.sum(x1 * x1, axis=1) / d + b2
+    k22 = w2 * jnp.sum(x2 * x2, axis=1) / d + b2
+    ntk = k12
+    for _ in range(depth):
+        value, deriv, v1, v2 = moments(k11, k22, k12)
+        k12 = w2 * value + b2
+        k11 = w2 * v1 + b2
+        k22 = w2 * v2 + b2
+        ntk = k12 + w2 * ntk * deriv
+    return Kernel(nngp=k12, ntk=ntk)
 
 
 def infinite_mlp(
@@ -131,9 +155,8 @@ def infinite_mlp(
     check_choice("activation", activation, _ACTIVATIONS)
     check_real("weight_std", weight_std, 0.0)
     check_real("bias_std", bias_std, 0.0)
-    moments = _relu_moments if activation == "relu" else _erf_moments
-    w2 = weight_std**2
-    b2 = bias_std**2
+    w2 = float(weight_std) ** 2
+    b2 = float(bias_std) ** 2
 
     def kernel_fn(x1: jax.Array, x2: jax.Array | None = None) -> Kernel:
         x1 = jnp.asarray(x1)
@@ -149,18 +172,6 @@ def infinite_mlp(
         dtype = jnp.result_type(x1.dtype, x2.dtype, jnp.float32)
         x1 = x1.astype(dtype)
         x2 = x2.astype(dtype)
-        d = x1.shape[1]
-        # first dense layer: covariances of its pre-activations
-        k12 = w2 * (x1 @ x2.T) / d + b2
-        k11 = w2 * jnp.sum(x1 * x1, axis=1) / d + b2
-        k22 = w2 * jnp.sum(x2 * x2, axis=1) / d + b2
-        ntk = k12
-        for _ in range(depth):
-            value, deriv, v1, v2 = moments(k11, k22, k12)
-            k12 = w2 * value + b2
-            k11 = w2 * v1 + b2
-            k22 = w2 * v2 + b2
-            ntk = k12 + w2 * ntk * deriv
-        return Kernel(nngp=k12, ntk=ntk)
+        return _recursion(x1, x2, depth, activation, w2, b2)
 
     return kernel_fn
