@@ -11,7 +11,12 @@ import jax.numpy as jnp
 
 from gradlab._src.errors import check_choice
 from gradlab.distributed._batch import MaskedBatch
-from gradlab.distributed._parallel import data_axis, rows_over_examples, shape_only
+from gradlab.distributed._parallel import (
+    data_axis,
+    rows_over_examples,
+    shape_only,
+    split_mask,
+)
 from gradlab.ntk import _structured
 from gradlab.ntk._auto import choose_implementation
 from gradlab.ntk._detect import run_default
@@ -294,12 +299,20 @@ def empirical_ntk(
     whole of ``x2`` (``None``: all of ``x1``, gathered) and the kernel comes back sharded by
     rows; examples must be independent (``vmap_axes=None`` is taken as 0).
 
+    ``x1`` and ``x2`` may be :class:`gradlab.distributed.MaskedBatch` es (e.g. from
+    ``shard_batch(x, mesh, pad=True)`` when ``N`` does not divide over the devices, or built by
+    hand on one device): the kernel keeps the padded shape, its rows (columns) of padded
+    examples are exactly zero and the other entries are the kernel of the true examples. This
+    too needs independent examples (``vmap_axes=None`` is taken as 0) and no trace over the
+    example axis.
+
     Args:
         apply_fn: ``apply_fn(params, x) -> outputs`` with the example axis of ``x`` and of the
             outputs given by ``vmap_axes`` (0 by convention).
         params: parameter pytree.
-        x1: inputs, an array with an example axis.
-        x2: second inputs with the same feature shape; ``None`` means ``x1`` (cheaper).
+        x1: inputs, an array with an example axis, or a ``MaskedBatch`` of one (above).
+        x2: second inputs with the same feature shape (an array or a ``MaskedBatch``);
+            ``None`` means ``x1`` (cheaper).
         trace_axes: output axes to contract (and divide by their size); default the last.
         diagonal_axes: output axes on which only the diagonal is kept.
         vmap_axes: ``None`` (default): probe whether ``apply_fn`` treats the examples
@@ -322,7 +335,9 @@ def empirical_ntk(
     Raises:
         ValueError: for an unknown implementation, axes out of range for the output rank,
             overlapping trace and diagonal axes, or ``x1``/``x2`` with different feature
-            shapes; all before any tracing of the model's derivatives.
+            shapes; with split rows or a ``MaskedBatch``, also ``whole_batch=True``, a
+            ``vmap_axes`` other than 0, a trace over axis 0, or ``x2`` with a diagonal over
+            axis 0; all before any tracing of the model's derivatives.
 
     Examples:
         >>> import jax, jax.numpy as jnp, gradlab as gl
@@ -333,6 +348,10 @@ def empirical_ntk(
         (6, 6)
         >>> gl.ntk.empirical_ntk(apply_fn, params, x, x[:2], trace_axes=(), vmap_axes=0).shape
         (6, 2, 3, 3)
+        >>> mb = gl.distributed.MaskedBatch(x, jnp.arange(6) < 4)  # 2 padded examples
+        >>> km = gl.ntk.empirical_ntk(apply_fn, params, mb, vmap_axes=0)
+        >>> bool(jnp.all(km[4:] == 0)), bool(jnp.allclose(km[:4, :4], k[:4, :4]))
+        (True, True)
 
     References:
         Jacot, Gabriel, Hongler (2018), https://arxiv.org/abs/1806.07572;
@@ -340,38 +359,47 @@ def empirical_ntk(
         https://arxiv.org/abs/2206.08720
     """
     check_choice("implementation", implementation, IMPLEMENTATIONS)
-    if isinstance(x1, MaskedBatch) or isinstance(x2, MaskedBatch):
-        raise ValueError(
-            "empirical_ntk takes plain arrays, not a MaskedBatch: split x1 evenly over the mesh "
-            "(shard_batch without pad) or pass the padded array (MaskedBatch.batch) and keep "
-            "the rows of the true examples"
-        )
+    x1, mask1 = split_mask(x1)
+    x2, mask2 = split_mask(x2)
+    masked = mask1 is not None or mask2 is not None
     kernel = functools.partial(_kernel, implementation)
     options = dict(trace_axes=trace_axes, diagonal_axes=diagonal_axes, batch_size=batch_size)
-    axis = data_axis("x1", x1, params)
-    if axis is not None:
-        return _sharded_rows(
-            kernel, axis, apply_fn, params, x1, x2, vmap_axes, whole_batch, options
+    axis = data_axis("x1", x1 if mask1 is None else MaskedBatch(x1, mask1), params)
+    if axis is None and not masked:
+        return run_default(
+            kernel,
+            apply_fn,
+            params,
+            x1,
+            x2,
+            vmap_axes=vmap_axes,
+            whole_batch=whole_batch,
+            **options,
         )
-    return run_default(
-        kernel,
-        apply_fn,
-        params,
-        x1,
-        x2,
-        vmap_axes=vmap_axes,
-        whole_batch=whole_batch,
-        **options,
-    )
+    where = f"x1 is split over mesh axes {axis.axes}" if axis else "x1 or x2 is a MaskedBatch"
+    same = _check_rows(where, apply_fn, params, x1, x2, vmap_axes, whole_batch, options)
+    if x2 is None and not same:
+        x2, mask2 = x1, mask1
+
+    def local(p: Any, rows: Any, other: Any) -> jax.Array:
+        (x_rows, m_rows), (x_other, m_other) = rows, other
+        k = run_default(
+            kernel, apply_fn, p, x_rows, x_other, vmap_axes=0, whole_batch=False, **options
+        )
+        return _zero_padded(k, m_rows, None if same else m_other)
+
+    if axis is None:
+        return local(params, (x1, mask1), (x2, mask2))
+    return rows_over_examples(local, axis, params, (x1, mask1), gathered=(x2, mask2))
 
 
-def _sharded_rows(kernel, axis, apply_fn, params, x1, x2, vmap_axes, whole_batch, options):
-    """Rows of ``x1`` split over the mesh: each device computes its row block of the kernel."""
+def _check_rows(where, apply_fn, params, x1, x2, vmap_axes, whole_batch, options) -> bool:
+    """Checks for the row-wise path (split rows or masks); True for a diagonal over examples."""
     if whole_batch or vmap_axes not in (None, 0, (0, 0)):
         raise ValueError(
-            f"x1 is split over mesh axes {axis.axes}, which needs independent examples on axis 0: "
-            f"got whole_batch={whole_batch!r}, vmap_axes={vmap_axes!r}; use vmap_axes=0 (or None)"
-            " or gather x1 onto one device"
+            f"{where}, which needs independent examples on axis 0: got "
+            f"whole_batch={whole_batch!r}, vmap_axes={vmap_axes!r}; use vmap_axes=0 (or None)"
+            " or pass plain arrays on one device"
         )
     out = jax.eval_shape(apply_fn, shape_only(params), shape_only(x1))
     rank = len(getattr(out, "shape", ()))
@@ -381,24 +409,25 @@ def _sharded_rows(kernel, axis, apply_fn, params, x1, x2, vmap_axes, whole_batch
     diagonal = {a % rank for a in _axes_tuple(options["diagonal_axes"])}
     if 0 in trace:
         raise ValueError(
-            f"x1 is split over mesh axes {axis.axes}, so the example axis 0 cannot be in "
-            f"trace_axes={options['trace_axes']!r}: its rows are computed on separate devices"
+            f"{where}, so the example axis 0 cannot be in trace_axes={options['trace_axes']!r}: "
+            "its rows are computed separately (or some are padding)"
         )
     same = 0 in diagonal  # a diagonal over examples pairs each row with itself
     if same and x2 is not None:
         raise ValueError(
-            f"x1 is split over mesh axes {axis.axes}: with diagonal_axes containing the example "
-            "axis 0, pass x2=None (the diagonal pairs each example of x1 with itself)"
+            f"{where}: with diagonal_axes containing the example axis 0, pass x2=None (the "
+            "diagonal pairs each example of x1 with itself)"
         )
-    if x2 is None and not same:
-        x2 = x1
+    return same
 
-    def local(p: Any, rows: jax.Array, other: Any) -> jax.Array:
-        return run_default(
-            kernel, apply_fn, p, rows, other, vmap_axes=0, whole_batch=False, **options
-        )
 
-    return rows_over_examples(local, axis, params, x1, gathered=x2)
+def _zero_padded(k: jax.Array, rows: Any, columns: Any) -> jax.Array:
+    """Zero the kernel's rows (axis 0) and columns (axis 1) of padded examples."""
+    if rows is not None:
+        k = jnp.where(rows.reshape(-1, *(1,) * (k.ndim - 1)), k, 0)
+    if columns is not None:
+        k = jnp.where(columns.reshape(1, -1, *(1,) * (k.ndim - 2)), k, 0)
+    return k
 
 
 def _axes_tuple(axes: Any) -> tuple[int, ...]:
