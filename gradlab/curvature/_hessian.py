@@ -44,7 +44,9 @@ def hessian(
     :func:`gradlab.distributed.shard_batch`), every product runs per shard in
     ``jax.shard_map`` and the shards' products are summed with ``psum``: the same result, one
     shard's activations per device. A :class:`gradlab.distributed.MaskedBatch` weights out
-    padded examples exactly. See the Scaling out guide.
+    padded examples exactly. With ``linearize=True`` the whole data-parallel gradient is
+    linearized once: its residuals are global arrays split over the mesh like the batch. See
+    the Scaling out guide.
 
     Args:
         loss_fn: ``loss_fn(params, batch) -> scalar``.
@@ -107,14 +109,17 @@ def hessian(
             return jax.grad(loss_fn)(p, shard)
         return jax.grad(lambda q: jnp.sum(weights * per_example_losses(loss_fn, q, shard)))(p)
 
-    if linearize and axis is None:
-        weights = None if mask is None else mask / jnp.sum(mask)
-        _, hvp_linear = jax.linearize(lambda p: grad_fn(p, data, weights), params)
+    if linearize:
+        # Sharded, the whole shard_map-ped, psum-ed gradient is linearized: its residuals are
+        # global arrays split over the mesh (one shard's activations per device).
+        _, hvp_linear = jax.linearize(
+            lambda p: sum_over_examples(grad_fn, axis, p, data, mask), params
+        )
 
-        def matvec(v: Any) -> Any:
+        def linear_matvec(v: Any) -> Any:
             return hvp_linear(as_vector_like(v, params))
 
-        return matvec
+        return linear_matvec
 
     def local(rep: Any, shard: Any, weights: Any) -> Any:
         p, v = rep

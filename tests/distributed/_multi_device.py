@@ -1,18 +1,27 @@
-"""Sharded vs single-device checks, run in ONE subprocess with 4 simulated CPU devices.
+"""Sharded vs single-device checks, in subprocesses with 4 simulated CPU devices.
 
-Launched by ``test_sharded.py`` with ``XLA_FLAGS=--xla_force_host_platform_device_count=4``
-(so the rest of the suite keeps one device). Prints one JSON object per line:
+``python _multi_device.py --group G [kind ...]`` runs one group of checks (``operators``:
+curvature operators and bad placements; ``spectral``: the algorithms on a data-parallel
+Hessian; ``ntk``: NTK operator and empirical kernel) for the mesh kinds given (default
+``explicit auto``). Each group is launched by its own test file (``test_sharded_operators.py``,
+``test_sharded_spectral.py``, ``test_sharded_ntk.py``, through ``_launch.py``) with
+``XLA_FLAGS=--xla_force_host_platform_device_count=4``, so the rest of the suite keeps one
+device and pytest-xdist workers run the groups concurrently. Prints one JSON object per line:
 ``{"name", "err", "tol"}`` for a numeric comparison (relative error against the single-device
-result in float64) or ``{"name", "error"}`` for an expected ``ValueError`` message.
+result in float64) or ``{"name", "error"}`` for an expected ``ValueError`` message; the
+time of each record goes to stderr.
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 import sys
+import time
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 import gradlab as gl
 
@@ -23,8 +32,13 @@ import gradlab as gl
 TOL = 1e-10
 
 
+START = time.perf_counter()
+GROUPS = ("operators", "spectral", "ntk")
+
+
 def emit(**record):
     print(json.dumps(record), flush=True)
+    print(f"{time.perf_counter() - START:.1f}s {record['name']}", file=sys.stderr, flush=True)
 
 
 def rel_err(got, want):
@@ -45,7 +59,7 @@ def compare(name, got, want, tol=TOL):
 
 
 def reference(name, fn):
-    """Single-device results, computed once for both mesh kinds."""
+    """Single-device results, computed once for both mesh kinds (``fn=None``: look up)."""
     if name not in _REFERENCE:
         _REFERENCE[name] = jax.device_get(fn())
     return _REFERENCE[name]
@@ -68,7 +82,11 @@ def expect_error(name, fn):
         emit(name=name, error=None)
 
 
+CALLS = [0]  # Python calls of model_fn: counts traces (and eager evaluations)
+
+
 def model_fn(params, x):
+    CALLS[0] += 1
     h = jnp.tanh(x @ params["w1"] + params["b1"])
     return h @ params["w2"] + params["b2"]
 
@@ -109,17 +127,17 @@ def operators(params):
     }
 
 
-def check_mesh(kind):
+def check_operators(kind):
     mesh = gl.distributed.make_data_mesh(4, axis_type=kind)
     params, x, y = problem(8)
     sharded = gl.distributed.shard_batch((x, y), mesh)
+    # Uneven: 7 examples padded to 8, the shards hold 2, 2, 2, 1 true examples.
+    masked = gl.distributed.shard_batch((x[:7], y[:7]), mesh, pad=True)
     for name, build in operators(params).items():
         if not wanted(kind, name):
             continue
         want = reference(name, lambda: gl.curvature.dense(build((x, y)), params))
         compare(f"{kind}/{name}", gl.curvature.dense(build(sharded), params), want)
-        # Uneven: 10 examples padded to 12, the shards hold 3, 3, 3, 1 true examples.
-        masked = gl.distributed.shard_batch((x[:7], y[:7]), mesh, pad=True)
         if name.startswith("fisher"):  # labels are drawn for the padded batch: compare with the
             # same MaskedBatch on one device (padding exactness is tested on one device)
             one = gl.distributed.MaskedBatch(
@@ -148,6 +166,34 @@ def check_mesh(kind):
         hvp(params, (x, y), v),
     )
 
+    # linearize=True: the whole sharded gradient is linearized once, at construction.
+    for label, batch, want in (
+        ("", sharded, reference("hessian", None)),
+        ("/masked", masked, reference("hessian/7", None)),
+    ):
+        before = CALLS[0]
+        hvp_lin = gl.curvature.hessian(loss_fn, params, batch, linearize=True)
+        built = CALLS[0]
+        compare(f"{kind}/hessian/linearize{label}", gl.curvature.dense(hvp_lin, params), want)
+        hvp_lin(v)
+        # model_fn ran at construction (linearize), and never again in the products
+        emit(
+            name=f"{kind}/hessian/linearize{label}/traced_once",
+            err=float((built == before) + CALLS[0] - built),
+            tol=0.0,
+        )
+    if kind == "explicit":
+        lin = jax.jit(lambda p, b, v: gl.curvature.hessian(loss_fn, p, b, linearize=True)(v))
+        compare(
+            f"{kind}/hessian/linearize/jit", lin(params, masked, v), hvp(params, (x[:7], y[:7]), v)
+        )
+
+
+def check_spectral(kind):
+    mesh = gl.distributed.make_data_mesh(4, axis_type=kind)
+    params, x, y = problem(8)
+    sharded = gl.distributed.shard_batch((x, y), mesh)
+    v = jax.tree.map(jnp.ones_like, params)
     # Spectral algorithms on the data-parallel Hessian, same keys as on one device.
     single = gl.curvature.hessian(loss_fn, params, (x, y))
     multi = gl.curvature.hessian(loss_fn, params, sharded)
@@ -180,22 +226,55 @@ def check_mesh(kind):
         )
         compare(f"{kind}/eigsh/jit", eig(params, sharded), eig(params, (x, y)), 1e-8)
 
+
+# New masked NTK checks skip the auto rule's cost analysis (masking is implementation-blind).
+FIXED = "jacobian_contraction"
+
+
+def zero_padding(kernel, n, columns):
+    """``kernel`` (of 8 examples) with the rows, and columns if asked, of examples ``n:`` zeroed."""
+    out = np.array(kernel)
+    out[n:] = 0
+    if columns:
+        out[:, n:] = 0
+    return out
+
+
+def check_ntk(kind):
+    mesh = gl.distributed.make_data_mesh(4, axis_type=kind)
+    params, x, _ = problem(8)
+    key = jax.random.key(5)
     # NTK: operator (masked too) and the empirical kernel with rows split over the mesh.
     xs = gl.distributed.shard_batch(x, mesh)
     u = jax.random.normal(jax.random.key(6), (8, 4), jnp.float64)
     compare(
         f"{kind}/ntk_operator",
         gl.ntk.ntk_operator(model_fn, params, xs)(u),
-        gl.ntk.ntk_operator(model_fn, params, x)(u),
+        reference("ntk_operator", lambda: gl.ntk.ntk_operator(model_fn, params, x)(u)),
+    )
+    # x1 padded: 7 examples over 4 devices (a MaskedBatch); the kernel keeps the padded shape.
+    # Its true block is the one-device kernel of x[:7], i.e. of x with example 7 zeroed out.
+    mx = gl.distributed.shard_batch(x[:7], mesh, pad=True)
+    got = gl.ntk.empirical_ntk(model_fn, params, mx)
+    want = reference("ntk", lambda: gl.ntk.empirical_ntk(model_fn, params, x, vmap_axes=0))
+    compare(f"{kind}/empirical_ntk/masked", got, zero_padding(want, 7, columns=True))
+    host = jax.device_get(got)
+    emit(
+        name=f"{kind}/empirical_ntk/masked/padding_zero",
+        err=float(np.abs(host[7:]).max() + np.abs(host[:, 7:]).max()),
+        tol=0.0,
+    )
+    emit(
+        name=f"{kind}/empirical_ntk/masked/sharded",
+        error=None if got.sharding.spec[0] == "data" else str(got.sharding),
     )
     if kind != "explicit":
         return
     compare(
         f"{kind}/ntk_operator/tiled",
         gl.ntk.ntk_operator(model_fn, params, xs, batch_size=1)(u),
-        gl.ntk.ntk_operator(model_fn, params, x)(u),
+        reference("ntk_operator", None),
     )
-    mx = gl.distributed.shard_batch(x[:7], mesh, pad=True)
     got = jax.device_get(gl.ntk.ntk_operator(model_fn, params, mx)(u))
     compare(
         f"{kind}/ntk_operator/masked", got[:7], gl.ntk.ntk_operator(model_fn, params, x[:7])(u[:7])
@@ -209,20 +288,27 @@ def check_mesh(kind):
         "diagonal": {"diagonal_axes": (0,)},
     }.items():
         got = gl.ntk.empirical_ntk(model_fn, params, xs, **opts)
-        compare(
-            f"{kind}/empirical_ntk/{label}",
-            got,
-            gl.ntk.empirical_ntk(model_fn, params, x, vmap_axes=0, **opts),
-        )
+        want = reference("ntk", None) if label == "traced" else None
+        if want is None:
+            want = gl.ntk.empirical_ntk(model_fn, params, x, vmap_axes=0, **opts)
+        compare(f"{kind}/empirical_ntk/{label}", got, want)
         emit(
             name=f"{kind}/empirical_ntk/{label}/sharded",
             error=None if got.sharding.spec[0] == "data" else str(got.sharding),
         )
-    x2 = x[:3]
+        if label == "diagonal":  # its own row-only path (no gathered x2); zeroing beyond
+            # two axes ("full") is the same code, checked on one device (tests/ntk)
+            got = gl.ntk.empirical_ntk(model_fn, params, mx, implementation=FIXED, **opts)
+            compare(f"{kind}/empirical_ntk/masked/{label}", got, zero_padding(want, 7, False))
+    x2 = x[:4]
+    want = gl.ntk.empirical_ntk(model_fn, params, x, x2, vmap_axes=0)
+    compare(f"{kind}/empirical_ntk/x2", gl.ntk.empirical_ntk(model_fn, params, xs, x2), want)
+    # Both sides masked: x2 = 4 rows of which 3 are true examples.
+    m2 = gl.distributed.MaskedBatch(x2, jnp.arange(4) < 3)
     compare(
-        f"{kind}/empirical_ntk/x2",
-        gl.ntk.empirical_ntk(model_fn, params, xs, x2),
-        gl.ntk.empirical_ntk(model_fn, params, x, x2, vmap_axes=0),
+        f"{kind}/empirical_ntk/masked/x2",
+        gl.ntk.empirical_ntk(model_fn, params, mx, m2, implementation=FIXED),
+        zero_padding(want.T, 3, columns=False).T * (np.arange(8) < 7)[:, None],
     )
 
 
@@ -244,9 +330,17 @@ def check_errors():
     )
 
 
+CHECKS = {"operators": check_operators, "spectral": check_spectral, "ntk": check_ntk}
+
+
 if __name__ == "__main__":
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--group", choices=GROUPS, required=True)
+    parser.add_argument("kinds", nargs="*", default=["explicit", "auto"])
+    args = parser.parse_args()
     jax.config.update("jax_enable_x64", True)
     assert len(jax.devices()) == 4, jax.devices()
-    for kind in sys.argv[1:] or ["explicit", "auto"]:
-        check_mesh(kind)
-    check_errors()
+    for kind in args.kinds:
+        CHECKS[args.group](kind)
+    if args.group == "operators":
+        check_errors()

@@ -86,9 +86,3 @@ def test_masked_batch_is_exact_on_one_device(x64):
     want = gl.ntk.ntk_operator(_model, params, x)(u[:6])
     assert jnp.max(jnp.abs(got[:6] - want)) <= 1e-12 * jnp.max(jnp.abs(want))
     assert not jnp.any(got[6:])
-
-
-def test_empirical_ntk_rejects_masked_batch():
-    mb = gl.distributed.MaskedBatch(jnp.ones((4, 3)), jnp.ones(4, bool))
-    with pytest.raises(ValueError, match=r"empirical_ntk takes plain arrays, not a MaskedBatch"):
-        gl.ntk.empirical_ntk(lambda p, x: x @ p, jnp.ones((3, 2)), mb)
