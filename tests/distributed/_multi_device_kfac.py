@@ -11,10 +11,12 @@ from __future__ import annotations
 
 import json
 import sys
+import time
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 import gradlab as gl
 
@@ -26,15 +28,15 @@ TOL = 1e-10
 
 def emit(**record):
     print(json.dumps(record), flush=True)
+    print(f"{time.perf_counter() - START:.1f}s {record['name']}", file=sys.stderr, flush=True)
 
 
 def rel_err(got, want):
+    """Relative Frobenius error over all leaves, on the host (no device work to compile)."""
     got, want = jax.device_get(got), jax.device_get(want)
-    num = sum(
-        float(jnp.sum((jnp.asarray(a) - b) ** 2))
-        for a, b in zip(jax.tree.leaves(got), jax.tree.leaves(want), strict=True)
-    )
-    den = sum(float(jnp.sum(jnp.asarray(b) ** 2)) for b in jax.tree.leaves(want))
+    pairs = list(zip(jax.tree.leaves(got), jax.tree.leaves(want), strict=True))
+    num = sum(float(np.sum((np.asarray(a) - np.asarray(b)) ** 2)) for a, b in pairs)
+    den = sum(float(np.sum(np.asarray(b) ** 2)) for _, b in pairs)
     return (num / max(den, 1e-300)) ** 0.5
 
 
@@ -67,14 +69,25 @@ def problem(n):
     return _f64(module.init(k[2], x[:1])), module.apply, x, y
 
 
-def as_matrix(op, params):
-    """K-FAC: its factors and diagonal; EK-FAC: its dense matrix (sign-free)."""
+def as_matrix(op, params=None):
+    """K-FAC: its factors and diagonal. EK-FAC: per layer its kernel and bias blocks
+    ``(Q_A x Q_G) diag(s) (Q_A x Q_G)^T`` and the diagonal, formed on the host (free of the
+    eigenvectors' signs)."""
     if isinstance(op, gl.curvature.KFAC):
         return (op.factors, op.diagonal)
-    return gl.curvature.dense(op.matvec, params)
+    blocks = {}
+    for name, f in jax.device_get(op.factors).items():
+        qg = np.asarray(f.qg)
+        qa = np.eye(f.scales.shape[0]) if f.qa is None else np.asarray(f.qa)
+        q = np.kron(qa, qg)
+        blocks[name] = (q @ (np.asarray(f.scales).reshape(-1)[:, None] * q.T),)
+        if f.bias_scales is not None:
+            blocks[name] += (qg @ (np.asarray(f.bias_scales)[:, None] * qg.T),)
+    return (blocks, jax.device_get(op.diagonal))
 
 
 BUILDERS = {"kfac": gl.curvature.kfac, "ekfac": gl.curvature.ekfac}
+FISHER_TYPES = ("type2", "mc", "empirical")
 KEY = jax.random.key(3)
 
 
@@ -85,73 +98,68 @@ def build(which, apply_fn, params, batch, fisher_type, **opts):
     )
 
 
+def compare(name, got, want, params):
+    emit(name=name, err=rel_err(as_matrix(got, params), as_matrix(want, params)), tol=TOL)
+
+
 def check_mesh(kind):
     mesh = gl.distributed.make_data_mesh(4, axis_type=kind)
     params, apply_fn, x, y = problem(12)
     sharded = gl.distributed.shard_batch((x, y), mesh)
-    types = ("type2", "mc", "empirical") if kind == "explicit" else ("type2",)
-    for which in BUILDERS:
-        for fisher_type in types:
-            want = build(which, apply_fn, params, (x, y), fisher_type)
-            got = build(which, apply_fn, params, sharded, fisher_type)
+    # The Auto mesh runs the same shard_map path: one case (EK-FAC builds the K-FAC factors).
+    cases = [("ekfac", "type2")] if kind == "auto" else list(BUILDERS)
+    cases = cases if kind == "auto" else [(w, t) for w in cases for t in FISHER_TYPES]
+    for which, fisher_type in cases:
+        want = build(which, apply_fn, params, (x, y), fisher_type)
+        got = build(which, apply_fn, params, sharded, fisher_type)
+        compare(f"{kind}/{which}/{fisher_type}", got, want, params)
+        if (kind, which, fisher_type) == ("explicit", "ekfac", "type2"):  # usable eagerly
+            v = jax.tree.map(jnp.ones_like, params)
             emit(
-                name=f"{kind}/{which}/{fisher_type}",
-                err=rel_err(as_matrix(got, params), as_matrix(want, params)),
+                name=f"{kind}/{which}/inverse",
+                err=rel_err(got.inverse(0.1)(v), want.inverse(0.1)(v)),
                 tol=TOL,
             )
-            if fisher_type == "type2":  # the operator built on the mesh is usable eagerly
-                v = jax.tree.map(jnp.ones_like, params)
-                emit(
-                    name=f"{kind}/{which}/inverse",
-                    err=rel_err(got.inverse(0.1)(v), want.inverse(0.1)(v)),
-                    tol=TOL,
-                )
     if kind != "explicit":
         return
 
     # Uneven: 10 examples padded to 12, the shards hold 3, 3, 3, 1 true examples.
     masked = gl.distributed.shard_batch((x[:10], y[:10]), mesh, pad=True)
-    one = gl.distributed.MaskedBatch(jax.device_get(masked.batch), jax.device_get(masked.mask))
     for which in BUILDERS:
         want = build(which, apply_fn, params, (x[:10], y[:10]), "type2")
-        got = build(which, apply_fn, params, masked, "type2")
-        emit(
-            name=f"{kind}/{which}/masked",
-            err=rel_err(as_matrix(got, params), as_matrix(want, params)),
-            tol=TOL,
+        compare(
+            f"{kind}/{which}/masked", build(which, apply_fn, params, masked, "type2"), want, params
         )
     # mc noise is drawn for the padded batch: compare with the same MaskedBatch on one device.
+    one = gl.distributed.MaskedBatch(jax.device_get(masked.batch), jax.device_get(masked.mask))
     want = build("kfac", apply_fn, params, one, "mc")
-    got = build("kfac", apply_fn, params, masked, "mc")
-    emit(name=f"{kind}/kfac/masked_mc", err=rel_err(got, want), tol=TOL)
+    compare(f"{kind}/kfac/masked_mc", build("kfac", apply_fn, params, masked, "mc"), want, params)
 
-    # Built inside the user's jit (the traced batch carries its Explicit sharding).
-    for which in BUILDERS:
-        run = jax.jit(lambda p, b, w=which: as_matrix(build(w, apply_fn, p, b, "type2"), p))
-        want = as_matrix(build(which, apply_fn, params, (x, y), "type2"), params)
-        emit(name=f"{kind}/{which}/jit", err=rel_err(run(params, sharded), want), tol=TOL)
-    # The compiled construction never gathers the batch: one shard per device.
-    lowered = jax.jit(lambda p, b: build("ekfac", apply_fn, p, b, "mc")).lower(params, sharded)
-    text = lowered.compile().as_text()
-    emit(name=f"{kind}/no_gather", error="all-gather" if "all-gather" in text else None)
+    # Built inside the user's jit (the traced batch carries its Explicit sharding); the
+    # compiled construction never gathers the batch (one shard's activations per device).
+    for which, fisher_type in (("kfac", "mc"), ("ekfac", "type2")):
+        run = jax.jit(lambda p, b, w=which, t=fisher_type: build(w, apply_fn, p, b, t))
+        compiled = run.lower(params, sharded).compile()
+        want = as_matrix(build(which, apply_fn, params, (x, y), fisher_type), params)
+        got = as_matrix(compiled(params, sharded))
+        emit(name=f"{kind}/{which}/jit", err=rel_err(got, want), tol=TOL)
+        gathers = "all-gather" in compiled.as_text()
+        emit(name=f"{kind}/{which}/no_gather", error="all-gather" if gathers else None)
 
-    # kfac_approx="reduce" (and "expand") on a tiny convolution: 4 positions per image.
+    # kfac_approx="reduce" on a tiny convolution (4 positions per image, average pooled).
     cnn = TinyCNN()
     xi = jax.random.normal(jax.random.key(7), (8, 3, 3, 2), jnp.float64)
     yi = jax.random.randint(jax.random.key(8), (8,), 0, 3)
     cp = _f64(cnn.init(jax.random.key(9), xi[:1]))
     si = gl.distributed.shard_batch((xi, yi), mesh)
-    for which, approx in (("kfac", "reduce"), ("ekfac", "reduce"), ("kfac", "expand")):
-        want = build(which, cnn.apply, cp, (xi, yi), "type2", kfac_approx=approx)
-        got = build(which, cnn.apply, cp, si, "type2", kfac_approx=approx)
-        emit(
-            name=f"{kind}/{which}/conv_{approx}",
-            err=rel_err(as_matrix(got, cp), as_matrix(want, cp)),
-            tol=TOL,
-        )
+    for which in BUILDERS:
+        want = build(which, cnn.apply, cp, (xi, yi), "type2", kfac_approx="reduce")
+        got = build(which, cnn.apply, cp, si, "type2", kfac_approx="reduce")
+        compare(f"{kind}/{which}/conv_reduce", got, want, cp)
 
 
 if __name__ == "__main__":
+    START = time.perf_counter()
     jax.config.update("jax_enable_x64", True)
     assert len(jax.devices()) == 4, jax.devices()
     for kind in sys.argv[1:] or ["explicit", "auto"]:
