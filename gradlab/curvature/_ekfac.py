@@ -66,12 +66,19 @@ def ekfac(
     the exact diagonal, as in :func:`kfac`. Same arguments, loss, scale and layer rules as
     :func:`kfac`; the eigendecompositions run at construction (float32, float64 under x64).
 
+    **Data parallel.** With the example axis of ``batch`` split over a device mesh (or a
+    :class:`gradlab.distributed.MaskedBatch`), the factors are summed across shards as in
+    :func:`kfac`, every device takes the same eigenbasis of the summed factors, and a second
+    pass over its own shard's statistics gives projected moments that are ``psum``-ed in turn:
+    the single-device result, one shard's activations per device.
+
     Args:
         model_fn: ``model_fn(params, inputs) -> outputs`` (a flax linen ``apply``).
         loss_fn: ``loss_fn(outputs, targets) -> scalar``, or ``"softmax_cross_entropy"`` /
             ``"mse"``.
         params: the variables ``model_fn`` takes.
-        batch: ``(inputs, targets)`` sharing a leading example axis.
+        batch: ``(inputs, targets)`` sharing a leading example axis, or a
+            :class:`gradlab.distributed.MaskedBatch` of it.
         fisher_type: ``"type2"``, ``"mc"`` or ``"empirical"``.
         key: PRNG key, required for ``"mc"``.
         kfac_approx: ``"expand"`` or ``"reduce"``.

@@ -199,12 +199,20 @@ def kfac(
     (``C`` per position for type-2 cross-entropy, the output size for type-2 mse,
     ``num_samples`` for mc, one for empirical); memory ``O(sum d_in^2 + d_out^2)``.
 
+    **Data parallel.** If the example axis of ``batch`` is split over a device mesh (e.g. by
+    :func:`gradlab.distributed.shard_batch`), each device captures its own shard inside
+    ``jax.shard_map`` and the per-shard sums of :math:`A`, :math:`G` and the diagonal are
+    ``psum``-ed: the same factors as on one device (mc labels are drawn for the whole batch
+    first), one shard's activations per device. A :class:`gradlab.distributed.MaskedBatch`
+    weights the true examples by ``1 / N_true`` and padding by zero. See the Scaling out guide.
+
     Args:
         model_fn: ``model_fn(params, inputs) -> outputs`` (a flax linen ``apply``).
         loss_fn: ``loss_fn(outputs, targets) -> scalar``, or ``"softmax_cross_entropy"`` /
             ``"mse"``.
         params: the variables ``model_fn`` takes.
-        batch: ``(inputs, targets)`` sharing a leading example axis.
+        batch: ``(inputs, targets)`` sharing a leading example axis, or a
+            :class:`gradlab.distributed.MaskedBatch` of it.
         fisher_type: ``"type2"``, ``"mc"`` or ``"empirical"``.
         key: PRNG key, required for ``"mc"``.
         kfac_approx: ``"expand"`` or ``"reduce"``.
