@@ -88,11 +88,10 @@ def as_matrix(op, params=None):
 
 BUILDERS = {"kfac": gl.curvature.kfac, "ekfac": gl.curvature.ekfac}
 FISHER_TYPES = ("type2", "mc", "empirical")
-KEY = jax.random.key(3)
 
 
 def build(which, apply_fn, params, batch, fisher_type, **opts):
-    key = KEY if fisher_type == "mc" else None
+    key = jax.random.key(3) if fisher_type == "mc" else None
     return BUILDERS[which](
         apply_fn, "softmax_cross_entropy", params, batch, fisher_type=fisher_type, key=key, **opts
     )
