@@ -10,7 +10,7 @@ import jax.numpy as jnp
 
 from gradlab._src.typing import Batch, Params, PRNGKey
 from gradlab.curvature._kfac import eigen_of, factors_of
-from gradlab.curvature._kfac_build import Rows, prepare
+from gradlab.curvature._kfac_build import Rows, per_example, prepare
 from gradlab.curvature._kfac_capture import Plan
 from gradlab.curvature._kfac_eigen import EKFAC, EigenFactors
 
@@ -24,7 +24,7 @@ def corrected(plan: Plan, rows: dict[str, Rows], eig: EKFAC) -> dict[str, EigenF
         a, g, w = rows[grp.name]
         f = eig.factors[grp.name]
         pg2 = jnp.sum(jnp.square(g @ f.qg), axis=0)  # (n, T, d_out), summed over columns
-        pg2 = pg2 * w[:, None, None]
+        pg2 = pg2 * per_example(w, pg2.ndim)
         if grp.kind == "embed":
             num = plan.shapes[grp.kernel][0]
             scales = jnp.zeros((num, pg2.shape[-1]), pg2.dtype)

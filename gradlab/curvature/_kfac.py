@@ -9,7 +9,7 @@ import jax
 import jax.numpy as jnp
 
 from gradlab._src.typing import Batch, Params, PRNGKey
-from gradlab.curvature._kfac_build import Rows, prepare
+from gradlab.curvature._kfac_build import Rows, per_example, prepare
 from gradlab.curvature._kfac_capture import Plan
 from gradlab.curvature._kfac_eigen import (
     EKFAC,
@@ -55,13 +55,19 @@ def factors_of(plan: Plan, rows: dict[str, Rows]) -> dict[str, Factors]:
         positions = a.shape[1]
         if grp.kind == "embed":
             num = plan.shapes[grp.kernel][0]
-            wa = jnp.broadcast_to(w[:, None], a.shape).reshape(-1)
+            wa = jnp.broadcast_to(per_example(w, 2), a.shape).reshape(-1)
             ca = jnp.zeros(num, g.dtype).at[a.reshape(-1)].add(wa) / positions
         else:
-            ca = jnp.einsum("nti,ntj->ij", a * w[:, None, None], a) / positions
-        cg = jnp.einsum("knto,kntp->op", g * w[None, :, None, None], g)
-        out[grp.name] = Factors(ca, cg)
+            ca = _weighted_gram("nti,ntj->ij", a, w, 0) / positions
+        out[grp.name] = Factors(ca, _weighted_gram("knto,kntp->op", g, w, 1))
     return out
+
+
+def _weighted_gram(spec: str, x: jax.Array, w: jax.Array, axis: int) -> jax.Array:
+    """``einsum(spec, x * w, x)`` with ``w`` over the example axis ``axis`` of ``x``."""
+    if w.ndim == 0:  # equal weights: scale the (small) result, not the rows
+        return w * jnp.einsum(spec, x, x)
+    return jnp.einsum(spec, x * per_example(w, x.ndim - axis), x)
 
 
 def _eigh(m: jax.Array) -> tuple[jax.Array, jax.Array]:

@@ -41,7 +41,7 @@ from gradlab.curvature._kfac_capture import (
 from gradlab.curvature._kfac_columns import draw_noise, likelihood_of, output_columns
 from gradlab.distributed._parallel import conform, data_axis, shape_only, split_mask
 
-__all__ = ["FISHER_TYPES", "KFAC_APPROX", "Rows", "prepare"]
+__all__ = ["FISHER_TYPES", "KFAC_APPROX", "Rows", "example_sum", "per_example", "prepare"]
 
 FISHER_TYPES = ("type2", "mc", "empirical")
 KFAC_APPROX = ("expand", "reduce")
@@ -51,8 +51,9 @@ class Rows(NamedTuple):
     """Per-layer statistics of one shard.
 
     ``a``: inputs ``(n, T, d_in)`` (``(n, T)`` indices for an Embed); ``g``: cotangents
-    ``(K, n, T, d_out)`` of the per-example columns (no ``1/N``); ``w``: ``(n,)`` example
-    weights (``1/N`` or ``mask / N_true``, ``N`` counted over all shards).
+    ``(K, n, T, d_out)`` of the per-example columns (no ``1/N``); ``w``: the example weights,
+    ``(n,)`` ``mask / N_true`` for a masked batch, else the scalar ``1/N`` (``N`` counted over
+    all shards).
     """
 
     a: jax.Array
@@ -173,6 +174,18 @@ def _identity(tree: Any) -> Any:
     return tree
 
 
+def example_sum(x: jax.Array, w: jax.Array) -> jax.Array:
+    """``sum_n w_n x[n]``; a scalar ``w`` (equal weights) multiplies the plain sum."""
+    if w.ndim == 0:
+        return w * jnp.sum(x, axis=0)
+    return jnp.tensordot(w, x, axes=1)
+
+
+def per_example(w: jax.Array, ndim: int) -> jax.Array:
+    """``w`` shaped to broadcast over ``ndim``-dimensional rows ``(n, ...)`` (a scalar stays)."""
+    return w if w.ndim == 0 else w.reshape((-1,) + (1,) * (ndim - 1))
+
+
 def _capture(
     params: Any, shard: Any, mask: Any, reduce: Reduce, options: tuple
 ) -> tuple[dict[str, Rows], dict[str, jax.Array]]:
@@ -198,13 +211,16 @@ def _capture(
     cot = cols.reshape(cols.shape[0], *out.shape).astype(out.dtype)
     d_unc, d_eps = jax.vmap(vjp_fn)(cot)
     real = jnp.result_type(float)
-    flags = jnp.ones(n, real) if mask is None else mask.astype(real)
-    weights = flags / reduce(jnp.sum(flags))  # 1 / N_true for the true examples, else 0
+    if mask is None:  # equal weights: one scalar 1 / N, applied to the sums
+        weights = 1.0 / reduce(jnp.asarray(n, real))
+    else:  # 1 / N_true for the true examples, 0 for the padding
+        flags = mask.astype(real)
+        weights = flags / reduce(jnp.sum(flags))
     diagonal = {}
     for i, d in zip(plan.uncovered, d_unc, strict=True):
         dt = jnp.promote_types(plan.dtypes[i], jnp.float32)
-        w = weights.astype(dt).reshape((n,) + (1,) * (d.ndim - 2))
-        diagonal[plan.paths[i]] = jnp.sum(jnp.sum(jnp.square(d.astype(dt)), axis=0) * w, axis=0)
+        sq = jnp.sum(jnp.square(d.astype(dt)), axis=0)
+        diagonal[plan.paths[i]] = example_sum(sq, weights.astype(dt))
     rows = {}
     for g in plan.groups:
         dt = jnp.promote_types(plan.dtypes[g.kernel], jnp.float32)
