@@ -9,20 +9,22 @@ import jax
 import jax.numpy as jnp
 
 from gradlab._src.typing import Batch, Params, PRNGKey
-from gradlab.curvature._kfac import Rows, eigen_of, factors_of, prepare
+from gradlab.curvature._kfac import eigen_of, factors_of
+from gradlab.curvature._kfac_build import Rows, per_example, prepare
 from gradlab.curvature._kfac_capture import Plan
 from gradlab.curvature._kfac_eigen import EKFAC, EigenFactors
 
 __all__ = ["ekfac"]
 
 
-def corrected(plan: Plan, rows: dict[str, Rows], eig: EKFAC) -> EKFAC:
-    r"""Replace the scales of ``eig`` by :math:`\sum (Q_A^\top a)^2 (Q_G^\top g)^\top{}^2`."""
+def corrected(plan: Plan, rows: dict[str, Rows], eig: EKFAC) -> dict[str, EigenFactors]:
+    r"""One shard's scales :math:`\sum_n w_n \sum_{t,k} (Q_A^\top a)^2 (Q_G^\top g)^\top{}^2`."""
     out = {}
     for grp in plan.groups:
-        a, g = rows[grp.name]
+        a, g, w = rows[grp.name]
         f = eig.factors[grp.name]
-        pg2 = jnp.sum(jnp.square(g @ f.qg), axis=0)  # (N, T, d_out), summed over columns
+        pg2 = jnp.sum(jnp.square(g @ f.qg), axis=0)  # (n, T, d_out), summed over columns
+        pg2 = pg2 * per_example(w, pg2.ndim)
         if grp.kind == "embed":
             num = plan.shapes[grp.kernel][0]
             scales = jnp.zeros((num, pg2.shape[-1]), pg2.dtype)
@@ -32,7 +34,7 @@ def corrected(plan: Plan, rows: dict[str, Rows], eig: EKFAC) -> EKFAC:
             scales = jnp.einsum("nti,nto->io", pa2, pg2)
         bias = jnp.sum(pg2, axis=(0, 1)) if grp.bias is not None else None
         out[grp.name] = EigenFactors(f.qa, f.qg, scales, bias)
-    return EKFAC(out, eig.diagonal, plan)
+    return out
 
 
 def ekfac(
@@ -64,12 +66,19 @@ def ekfac(
     the exact diagonal, as in :func:`kfac`. Same arguments, loss, scale and layer rules as
     :func:`kfac`; the eigendecompositions run at construction (float32, float64 under x64).
 
+    **Data parallel.** With the example axis of ``batch`` split over a device mesh (or a
+    :class:`gradlab.distributed.MaskedBatch`), the factors are summed across shards as in
+    :func:`kfac`, every device takes the same eigenbasis of the summed factors, and a second
+    pass over its own shard's statistics gives projected moments that are ``psum``-ed in turn:
+    the single-device result, one shard's activations per device.
+
     Args:
         model_fn: ``model_fn(params, inputs) -> outputs`` (a flax linen ``apply``).
         loss_fn: ``loss_fn(outputs, targets) -> scalar``, or ``"softmax_cross_entropy"`` /
             ``"mse"``.
         params: the variables ``model_fn`` takes.
-        batch: ``(inputs, targets)`` sharing a leading example axis.
+        batch: ``(inputs, targets)`` sharing a leading example axis, or a
+            :class:`gradlab.distributed.MaskedBatch` of it.
         fisher_type: ``"type2"``, ``"mc"`` or ``"empirical"``.
         key: PRNG key, required for ``"mc"``.
         kfac_approx: ``"expand"`` or ``"reduce"``.
@@ -110,5 +119,12 @@ def ekfac(
     )
 
 
-def finish_ekfac(plan: Plan, rows: dict[str, Rows], diagonal: dict) -> EKFAC:
-    return corrected(plan, rows, eigen_of(plan, factors_of(plan, rows), diagonal))
+def finish_ekfac(plan: Plan, rows: dict[str, Rows], diagonal: dict, reduce: Callable) -> EKFAC:
+    # Two passes over this shard's rows: the eigenbasis of the factors summed over all shards
+    # (the same on every device), then the projected second moments, summed in turn.
+    factors, diagonal = reduce((factors_of(plan, rows), diagonal))
+    eig = eigen_of(plan, factors, diagonal)
+    local = corrected(plan, rows, eig)
+    moments = reduce({k: (f.scales, f.bias_scales) for k, f in local.items()})
+    out = {k: EigenFactors(f.qa, f.qg, *moments[k]) for k, f in local.items()}
+    return EKFAC(out, eig.diagonal, plan)

@@ -8,25 +8,9 @@ from typing import Any, Literal, NamedTuple
 import jax
 import jax.numpy as jnp
 
-from gradlab._src.errors import check_choice, check_int
 from gradlab._src.typing import Batch, Params, PRNGKey
-from gradlab.curvature._checks import (
-    check_callable,
-    check_labels,
-    check_scalar_loss,
-    num_examples,
-    split_supervised_batch,
-)
-from gradlab.curvature._fisher import _check_key
-from gradlab.curvature._ggn import resolve_loss
-from gradlab.curvature._kfac_capture import (
-    SUPPORTED_LAYERS,
-    Plan,
-    discover,
-    layer_inputs,
-    make_forward,
-)
-from gradlab.curvature._kfac_columns import likelihood_of, output_columns
+from gradlab.curvature._kfac_build import Rows, per_example, prepare
+from gradlab.curvature._kfac_capture import Plan
 from gradlab.curvature._kfac_eigen import (
     EKFAC,
     EigenFactors,
@@ -36,9 +20,6 @@ from gradlab.curvature._kfac_eigen import (
 )
 
 __all__ = ["KFAC", "Factors", "kfac"]
-
-FISHER_TYPES = ("type2", "mc", "empirical")
-KFAC_APPROX = ("expand", "reduce")
 
 
 class Factors(NamedTuple):
@@ -62,156 +43,31 @@ class Factors(NamedTuple):
     g: jax.Array
 
 
-class Rows(NamedTuple):
-    """Per-layer statistics: inputs ``(N, T, d_in)`` and cotangents ``(K, N, T, d_out)``."""
-
-    a: jax.Array
-    g: jax.Array
-
-
-def prepare(
-    where: str,
-    model_fn: Callable,
-    loss_fn: Any,
-    params: Params,
-    batch: Batch,
-    fisher_type: str,
-    key: PRNGKey | None,
-    kfac_approx: str,
-    num_samples: int,
-    finish: Callable[[Plan, dict[str, Rows], dict[str, jax.Array]], Any],
-) -> Any:
-    """Check the arguments, capture every covered layer, return ``finish(plan, rows, diag)``.
-
-    ``finish`` must be a module-level function (it is a static argument of the compiled
-    construction).
-    """
-    check_callable("model_fn", model_fn)
-    loss_fn = resolve_loss(loss_fn)
-    check_choice("fisher_type", fisher_type, FISHER_TYPES)
-    check_choice("kfac_approx", kfac_approx, KFAC_APPROX)
-    num_samples = check_int("num_samples", num_samples, 1)
-    if fisher_type == "mc":
-        if key is None:
-            raise ValueError(
-                f"{where}(fisher_type='mc') requires the argument 'key' (a jax.random.key) to "
-                "sample labels, but it was not given"
-            )
-        _check_key(key)
-        if likelihood_of(loss_fn) is None:
-            raise ValueError(
-                f"fisher_type='mc' needs loss_fn to be a likelihood gradlab can sample from: "
-                f"'softmax_cross_entropy' or 'mse', got {loss_fn!r}; use fisher_type='type2'"
-            )
-    inputs, targets = split_supervised_batch("batch", batch)
-    n = num_examples("batch", batch)
-    try:
-        outputs = jax.eval_shape(model_fn, params, inputs)
-    except Exception as err:
-        raise ValueError(
-            f"params do not fit model_fn: model_fn(params, inputs) failed with "
-            f"{type(err).__name__}: {err}"
-        ) from err
-    if not isinstance(outputs, jax.ShapeDtypeStruct) or outputs.shape[:1] != (n,):
-        raise ValueError(
-            f"{where} needs model_fn to return one array with a leading example axis of size "
-            f"{n}, got {outputs}"
-        )
-    check_scalar_loss("loss_fn", loss_fn, outputs, targets)
-    if likelihood_of(loss_fn) == "categorical":
-        check_labels("batch targets", outputs.shape, targets)
-    one = jax.tree_util.tree_map(lambda a: a[:1], inputs)
-    plan = discover(model_fn, params, one)
-    if not plan.groups:
-        raise ValueError(
-            f"{where} found no supported layer in model_fn: it needs flax linen layers "
-            f"({', '.join(SUPPORTED_LAYERS)}) called through __call__ whose parameters are "
-            "leaves of params (pass the variables dict that module.apply receives)"
-        )
-    static = (model_fn, loss_fn, n, plan, fisher_type, num_samples, kfac_approx, finish)
-    try:
-        hash(static)
-    except TypeError:  # an unhashable callable: run op by op (or inside the caller's jit)
-        return _build(params, inputs, targets, key, static=static)
-    return _build_jit(params, inputs, targets, key, static=static)
-
-
-def _build(params: Params, inputs: Any, targets: Any, key: Any, *, static: tuple) -> Any:
-    model_fn, loss_fn, n, plan, fisher_type, num_samples, kfac_approx, finish = static
-    rows, diagonal = _capture(
-        model_fn,
-        loss_fn,
-        params,
-        inputs,
-        targets,
-        n,
-        plan,
-        fisher_type,
-        key,
-        num_samples,
-        kfac_approx,
-    )
-    return finish(plan, rows, diagonal)
-
-
-# One compiled program per (model, loss, plan, options): eager calls do not dispatch op by op.
-_build_jit = jax.jit(_build, static_argnames=("static",))
-
-
-def _capture(
-    model_fn, loss_fn, params, inputs, targets, n, plan, fisher_type, key, num_samples, kfac_approx
-):
-    leaves = jax.tree_util.tree_leaves(params)
-    forward = make_forward(model_fn, params, plan)
-
-    def batched(unc: list, eps: list) -> tuple[Any, list]:
-        def one(u, e, x):
-            return forward(u, e, jax.tree_util.tree_map(lambda a: a[None], x))
-
-        return jax.vmap(one)(unc, eps, inputs)
-
-    unc = [jnp.broadcast_to(leaves[i], (n, *jnp.shape(leaves[i]))) for i in plan.uncovered]
-    covered = sorted((s, j) for j, s in enumerate(plan.slots) if s is not None)
-    eps = [jnp.zeros((n, *plan.calls[j].out_shape), plan.calls[j].out_dtype) for _, j in covered]
-    out, vjp_fn, captured = jax.vjp(batched, unc, eps, has_aux=True)
-    outputs = out.reshape(n, *out.shape[2:])
-    cols = output_columns(loss_fn, fisher_type, outputs, targets, key, num_samples)
-    cot = cols.reshape(cols.shape[0], *out.shape).astype(out.dtype)
-    d_unc, d_eps = jax.vmap(vjp_fn)(cot)
-    diagonal = {}
-    for i, d in zip(plan.uncovered, d_unc, strict=True):
-        dt = jnp.promote_types(plan.dtypes[i], jnp.float32)
-        diagonal[plan.paths[i]] = jnp.sum(jnp.square(d.astype(dt)), axis=(0, 1))
-    rows = {}
-    for g in plan.groups:
-        dt = jnp.promote_types(plan.dtypes[g.kernel], jnp.float32)
-        a_parts, g_parts = [], []
-        for j in g.calls:
-            s = plan.slots[j]
-            a = layer_inputs(plan.calls[j], captured[s], n)
-            a_parts.append(a if g.kind == "embed" else a.astype(dt))
-            d = d_eps[s].astype(dt)
-            g_parts.append(d.reshape(d.shape[0], n, -1, d.shape[-1]))
-        a, gg = jnp.concatenate(a_parts, 1), jnp.concatenate(g_parts, 2)
-        if kfac_approx == "reduce" and g.kind != "embed":
-            a, gg = jnp.mean(a, 1, keepdims=True), jnp.sum(gg, 2, keepdims=True)
-        rows[g.name] = Rows(jax.lax.stop_gradient(a), jax.lax.stop_gradient(gg))
-    return rows, diagonal
-
-
 def factors_of(plan: Plan, rows: dict[str, Rows]) -> dict[str, Factors]:
-    """``A = mean over (n, t) of a a^T``, ``G = sum over (k, n, t) of g g^T`` per layer."""
+    """One shard's ``A = sum_n w_n mean_t a a^T``, ``G = sum_n w_n sum_(k, t) g g^T`` per layer.
+
+    Summed over the shards (``reduce``), with ``w_n = 1 / N_true``: ``A`` is the mean over the
+    true ``(n, t)`` and ``G`` carries the loss's ``1 / N``.
+    """
     out = {}
     for grp in plan.groups:
-        a, g = rows[grp.name]
-        count = a.shape[0] * a.shape[1]
+        a, g, w = rows[grp.name]
+        positions = a.shape[1]
         if grp.kind == "embed":
             num = plan.shapes[grp.kernel][0]
-            ca = jnp.zeros(num, g.dtype).at[a.reshape(-1)].add(1.0) / count
+            wa = jnp.broadcast_to(per_example(w, 2), a.shape).reshape(-1)
+            ca = jnp.zeros(num, g.dtype).at[a.reshape(-1)].add(wa) / positions
         else:
-            ca = jnp.einsum("nti,ntj->ij", a, a) / count
-        out[grp.name] = Factors(ca, jnp.einsum("knto,kntp->op", g, g))
+            ca = _weighted_gram("nti,ntj->ij", a, w, 0) / positions
+        out[grp.name] = Factors(ca, _weighted_gram("knto,kntp->op", g, w, 1))
     return out
+
+
+def _weighted_gram(spec: str, x: jax.Array, w: jax.Array, axis: int) -> jax.Array:
+    """``einsum(spec, x * w, x)`` with ``w`` over the example axis ``axis`` of ``x``."""
+    if w.ndim == 0:  # equal weights: scale the (small) result, not the rows
+        return w * jnp.einsum(spec, x, x)
+    return jnp.einsum(spec, x * per_example(w, x.ndim - axis), x)
 
 
 def _eigh(m: jax.Array) -> tuple[jax.Array, jax.Array]:
@@ -349,12 +205,20 @@ def kfac(
     (``C`` per position for type-2 cross-entropy, the output size for type-2 mse,
     ``num_samples`` for mc, one for empirical); memory ``O(sum d_in^2 + d_out^2)``.
 
+    **Data parallel.** If the example axis of ``batch`` is split over a device mesh (e.g. by
+    :func:`gradlab.distributed.shard_batch`), each device captures its own shard inside
+    ``jax.shard_map`` and the per-shard sums of :math:`A`, :math:`G` and the diagonal are
+    ``psum``-ed: the same factors as on one device (mc labels are drawn for the whole batch
+    first), one shard's activations per device. A :class:`gradlab.distributed.MaskedBatch`
+    weights the true examples by ``1 / N_true`` and padding by zero. See the Scaling out guide.
+
     Args:
         model_fn: ``model_fn(params, inputs) -> outputs`` (a flax linen ``apply``).
         loss_fn: ``loss_fn(outputs, targets) -> scalar``, or ``"softmax_cross_entropy"`` /
             ``"mse"``.
         params: the variables ``model_fn`` takes.
-        batch: ``(inputs, targets)`` sharing a leading example axis.
+        batch: ``(inputs, targets)`` sharing a leading example axis, or a
+            :class:`gradlab.distributed.MaskedBatch` of it.
         fisher_type: ``"type2"``, ``"mc"`` or ``"empirical"``.
         key: PRNG key, required for ``"mc"``.
         kfac_approx: ``"expand"`` or ``"reduce"``.
@@ -405,5 +269,6 @@ def kfac(
     )
 
 
-def finish_kfac(plan: Plan, rows: dict[str, Rows], diagonal: dict) -> KFAC:
-    return KFAC(factors_of(plan, rows), diagonal, plan)
+def finish_kfac(plan: Plan, rows: dict[str, Rows], diagonal: dict, reduce: Callable) -> KFAC:
+    factors, diagonal = reduce((factors_of(plan, rows), diagonal))
+    return KFAC(factors, diagonal, plan)

@@ -1,15 +1,18 @@
-"""Output-space square roots for K-FAC: ``M = sum_k s_k s_k^T`` per example.
+"""Output-space square roots for K-FAC: ``M_n = sum_k s_k s_k^T`` per example.
 
-For every curvature that K-FAC approximates, the operator is ``sum_n J_n^T M_n J_n`` with an
-output-space PSD matrix ``M_n`` per example. :func:`output_columns` returns columns
-``S[k, n]`` (shaped like example ``n``'s outputs) with ``M_n = sum_k S[k, n] S[k, n]^T``:
+For every curvature that K-FAC approximates, the operator is ``sum_n w_n J_n^T M_n J_n`` with
+an output-space PSD matrix ``M_n`` per example and weights ``w_n`` (``1 / N`` for a mean loss,
+``mask_n / N_true`` for a masked batch; applied by the caller). :func:`output_columns`
+returns columns ``S[k, n]`` (shaped like example ``n``'s outputs) with
+``M_n = sum_k S[k, n] S[k, n]^T``, ``M_n`` being example ``n``'s matrix as a batch of one:
 
 * ``"type2"``: the output Hessian of the loss. Closed forms for
-  :func:`softmax_cross_entropy` (per position ``sqrt(w p_c / M) (e_c - p)``, ``C`` columns per
-  position) and :func:`mse` (``e_o / sqrt(N)``); any other loss through the eigendecomposition
-  of the Hessian of the loss on each example as a batch of one (negative eigenvalues clipped).
-* ``"mc"``: the scores of labels sampled from the model, drawn exactly as
-  :func:`gradlab.curvature.fisher` draws them (same key, same samples).
+  :func:`softmax_cross_entropy` (per position ``sqrt(w p_c / T) (e_c - p)``, ``C`` columns per
+  position) and :func:`mse` (``e_o``); any other loss through the eigendecomposition of the
+  Hessian of the loss on each example as a batch of one (negative eigenvalues clipped).
+* ``"mc"``: the scores of labels sampled from the model with noise from :func:`draw_noise`,
+  drawn for the whole batch exactly as :func:`gradlab.curvature.fisher` draws it (same key,
+  same samples), so that a batch split over devices gets the labels of one device.
 * ``"empirical"``: the gradient of the loss on each example as a batch of one.
 """
 
@@ -24,7 +27,7 @@ import numpy as np
 
 from gradlab.curvature._losses import _soft_targets, mse, softmax_cross_entropy
 
-__all__ = ["likelihood_of", "output_columns"]
+__all__ = ["draw_noise", "likelihood_of", "output_columns"]
 
 
 def likelihood_of(loss_fn: Callable) -> str | None:
@@ -49,20 +52,33 @@ def _ce_type2(logits: jax.Array, targets: Any) -> jax.Array:
     num_positions = flat.shape[1]
     weight = jnp.sum(_soft_targets(logits, targets), axis=-1).reshape(n, -1, 1)
     p = jax.nn.softmax(flat, axis=-1)
-    scale = jnp.sqrt(weight * p / (n * num_positions))  # (N, T, C) over the column class c
+    scale = jnp.sqrt(weight * p / num_positions)  # (N, T, C) over the column class c
     eye = jnp.eye(c, dtype=flat.dtype)
     cols = scale[..., :, None] * (eye - p[..., None, :])  # (N, T, c, c')
     cols = jnp.moveaxis(cols, 2, 0)  # (C, N, T, C)
     return _per_position(cols, num_positions).reshape(-1, *logits.shape)
 
 
-def _ce_mc(logits: jax.Array, key: Any, num_samples: int) -> jax.Array:
-    n, c = logits.shape[0], logits.shape[-1]
-    positions = logits.size // c
+def draw_noise(likelihood: str, key: Any, out: Any, num_samples: int) -> jax.Array:
+    """The sampling noise of ``"mc"`` for the whole batch, example axis first.
+
+    Gumbel noise ``(N, S, ..., C)`` for ``"categorical"`` (labels ``argmax(logits + noise)``,
+    which is ``jax.random.categorical``), standard normal ``(N, S, ...)`` for ``"gaussian"``;
+    the same draws as :func:`gradlab.curvature.fisher` with the same key.
+    """
+    sample = jax.random.gumbel if likelihood == "categorical" else jax.random.normal
+    return jnp.moveaxis(sample(key, (num_samples, *out.shape), out.dtype), 0, 1)
+
+
+def _ce_mc(logits: jax.Array, gumbel: jax.Array, num_samples: int) -> jax.Array:
+    c = logits.shape[-1]
+    num_positions = logits[0].size // c
     p = jax.nn.softmax(logits, axis=-1)
-    labels = jax.random.categorical(key, logits, axis=-1, shape=(num_samples, *logits.shape[:-1]))
-    r = (p - jax.nn.one_hot(labels, c, dtype=logits.dtype)) / jnp.sqrt(num_samples * positions)
-    cols = r.reshape(num_samples, n, -1, c)
+    labels = jnp.argmax(logits + jnp.moveaxis(gumbel, 1, 0), axis=-1)  # (S, N, ...)
+    r = (p - jax.nn.one_hot(labels, c, dtype=logits.dtype)) / jnp.sqrt(
+        jnp.asarray(num_samples * num_positions, logits.dtype)
+    )
+    cols = r.reshape(num_samples, logits.shape[0], -1, c)
     return _per_position(cols, cols.shape[2]).reshape(-1, *logits.shape)
 
 
@@ -80,34 +96,36 @@ def output_columns(
     fisher_type: str,
     outputs: jax.Array,
     targets: Any,
-    key: Any,
+    noise: Any,
     num_samples: int,
 ) -> jax.Array:
-    """``S`` of shape ``(K, *outputs.shape)`` with ``M_n = sum_k S[k, n] S[k, n]^T``."""
+    """``S`` of shape ``(K, *outputs.shape)`` with ``M_n = sum_k S[k, n] S[k, n]^T``.
+
+    ``noise`` is :func:`draw_noise`'s (rows of these examples) for ``"mc"``, else unused.
+    """
     outputs = jax.lax.stop_gradient(outputs)
-    n = outputs.shape[0]
     like = likelihood_of(loss_fn)
     if fisher_type == "mc":
         if like == "categorical":
-            return _ce_mc(outputs, key, num_samples)
-        eps = jax.random.normal(key, (num_samples, *outputs.shape), outputs.dtype)
-        return eps / jnp.sqrt(jnp.asarray(num_samples * n, outputs.dtype))
+            return _ce_mc(outputs, noise, num_samples)
+        eps = jnp.moveaxis(noise, 1, 0).astype(outputs.dtype)  # (S, N, ...)
+        return eps / jnp.sqrt(jnp.asarray(num_samples, outputs.dtype))
     one = _per_example_loss(loss_fn, targets)
     if fisher_type == "empirical":
-        grads = jax.vmap(jax.grad(one))(outputs, targets)
-        return (grads / jnp.sqrt(jnp.asarray(n, outputs.dtype)))[None]
+        return jax.vmap(jax.grad(one))(outputs, targets)[None]
     if like == "categorical":
         return _ce_type2(outputs, targets)
+    n = outputs.shape[0]
     size = int(np.prod(outputs.shape[1:]))
     if like == "gaussian":
-        eye = jnp.eye(size, dtype=outputs.dtype) / jnp.sqrt(jnp.asarray(n, outputs.dtype))
+        eye = jnp.eye(size, dtype=outputs.dtype)
         cols = jnp.broadcast_to(eye[:, None, :], (size, n, size))
         return cols.reshape(size, *outputs.shape)
 
     def sqrt_hessian(out: jax.Array, tgt: Any) -> jax.Array:
         h = jax.hessian(lambda o: one(o.reshape(out.shape), tgt))(out.reshape(-1))
         lam, q = jnp.linalg.eigh((h + h.T) / 2)
-        return q * jnp.sqrt(jnp.clip(lam, 0.0) / n)  # (O, K): column k = q_k sqrt(lam_k / N)
+        return q * jnp.sqrt(jnp.clip(lam, 0.0))  # (O, K): column k = q_k sqrt(lam_k)
 
     cols = jax.vmap(sqrt_hessian)(outputs, targets)  # (N, O, K)
     return jnp.moveaxis(cols, 2, 0).reshape(size, *outputs.shape)
