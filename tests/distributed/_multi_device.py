@@ -27,7 +27,7 @@ import gradlab as gl
 
 # No side effects at import: pytest's --doctest-modules imports every module under tests/, and a
 # global jax_enable_x64 here leaked float64 into every later test of that xdist worker. The
-# launcher (test_sharded.py) sets XLA_FLAGS/JAX_PLATFORMS; x64 is switched on in __main__.
+# launcher (_launch.py) sets XLA_FLAGS/JAX_PLATFORMS; x64 is switched on in __main__.
 
 TOL = 1e-10
 
