@@ -29,7 +29,7 @@ def _forward_flops(layout: Layout, params: Any, x1: jax.Array) -> float:
     shape = jnp.shape(x1)
     if layout.vmapped:
         shape = shape[: layout.in_axis] + shape[layout.in_axis + 1 :]
-    num_params = sum(int(leaf.size) for leaf in jax.tree_util.tree_leaves(params))
+    num_params = sum(int(jnp.size(leaf)) for leaf in jax.tree_util.tree_leaves(params))
     # abstract arguments: lowering works the same under an outer jit (tracers inside)
     specs = jax.tree_util.tree_map(
         lambda a: jax.ShapeDtypeStruct(jnp.shape(a), jnp.result_type(a)),
@@ -48,7 +48,7 @@ def _forward_flops(layout: Layout, params: Any, x1: jax.Array) -> float:
 def choose_implementation(layout: Layout, params: Any, x1, x2) -> tuple[Choice, Any]:
     """The documented ``auto`` rule: the smallest estimated flop count (see ``empirical_ntk``)."""
     leaves = jax.tree_util.tree_leaves(params)
-    num_params = sum(int(leaf.size) for leaf in leaves)
+    num_params = sum(int(jnp.size(leaf)) for leaf in leaves)
     fwd = _forward_flops(layout, params, x1)
     sides, pairs, outputs, out_pairs = _plan.sizes(layout, x2 is not None)
     units2 = layout.n2 if layout.vmapped else 1

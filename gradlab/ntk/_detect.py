@@ -19,9 +19,23 @@ real inputs decide it, both inside one jitted function of ``(params, x)``:
   (the two computations round differently).
 
 Independent means both probes pass on ``x1`` (and ``x2`` when given). Outside ``jax.jit`` the
-verdict is one boolean read back, and only the chosen kernel is computed. Inside a trace the
-verdict is a traced boolean: both kernels are compiled and ``jax.lax.cond`` runs the chosen
-one (no host sync; compile time and the temporary-memory plan cover both branches).
+verdict is one boolean read back, and only the chosen kernel is computed.
+
+Inside a trace the real verdict is a traced boolean. The probe then also runs at trace time on
+random stand-ins of the same shapes and dtypes (``params``, ``x1``, ``x2``: float leaves only),
+and that static verdict picks the one kernel that is compiled: coupled gives the whole-batch
+kernel (exact for any model); independent gives the per-example kernel, returned when the
+run-time probe on the real values agrees and all NaN when it does not (couplings the probes
+see generically do not depend on the values, so NaN flags a model whose coupling switches on
+with particular values, e.g. a gate parameter that is exactly zero; call it outside ``jit`` or
+pass ``whole_batch=True`` for such a model). The compiled
+program is the per-example kernel plus the probe: no ``lax.cond``, whose memory plan would also
+hold the whole-batch branch's ``N O x P`` Jacobian, allocated at every call (4.2 GB for the
+64-512-512-10 MLP at N=128, and 9x the per-example kernel's time on CPU). When stand-ins cannot
+be made (an integer leaf such as token ids) or the probe cannot run at trace time (``apply_fn``
+closes over traced values), ``jax.lax.cond`` runs the kernel the real verdict picks, with
+``fallback`` as its whole-batch branch when given (``implementation="auto"`` passes NTK-vector
+products: exact, a few whole-batch passes of memory).
 """
 
 from __future__ import annotations
@@ -116,8 +130,12 @@ def dispatch(
     whole_batch: bool,
     batch_size: int | None,
     validate: Callable[[], Any],
+    fallback: Callable[[Any], jax.Array] | None = None,
 ) -> jax.Array:
-    """Run ``compute(vmap_axes)``, detecting independence when ``vmap_axes`` is ``None``."""
+    """Run ``compute(vmap_axes)``, detecting independence when ``vmap_axes`` is ``None``.
+
+    ``fallback(None)`` replaces ``compute(None)`` as the whole-batch branch of the traced
+    verdict's ``lax.cond`` (not elsewhere)."""
     if whole_batch and vmap_axes is not None:
         raise ValueError(
             f"whole_batch=True and vmap_axes={vmap_axes!r} contradict each other: vmap_axes "
@@ -144,8 +162,43 @@ def dispatch(
     try:
         flag = bool(verdict)
     except jax.errors.ConcretizationTypeError:
-        return jax.lax.cond(verdict, lambda: compute(0), lambda: compute(None))
+        return _traced(compute, fallback, verdict, apply_fn, params, x1, x2)
     return compute(0 if flag else None)
+
+
+def _traced(compute, fallback, verdict, apply_fn, params, x1, x2) -> jax.Array:
+    """The kernel for a traced verdict (module docstring)."""
+    static = stand_in_verdict(apply_fn, params, x1, x2)
+    if static is None:
+        whole = compute if fallback is None else fallback
+        return jax.lax.cond(verdict, lambda: compute(0), lambda: whole(None))
+    if not static:
+        return compute(None)
+    kernel = compute(0)
+    return jnp.where(verdict, kernel, jnp.asarray(jnp.nan, kernel.dtype))
+
+
+def stand_in_verdict(apply_fn: Callable, params: Any, x1: Any, x2: Any) -> bool | None:
+    """:func:`independent` on random stand-ins of the arguments, evaluated at trace time.
+
+    ``None`` when a leaf is not a float array or the probe cannot run eagerly."""
+    leaves, treedef = jax.tree_util.tree_flatten((params, x1, x2))
+    if not all(jnp.issubdtype(jnp.result_type(leaf), jnp.floating) for leaf in leaves):
+        return None
+    rng = np.random.default_rng(0)
+
+    def stand_in(leaf: Any) -> np.ndarray:
+        shape = jnp.shape(leaf)
+        fan_in = int(np.prod(shape[:-1])) if len(shape) >= 2 else 4  # a Lecun-like scale
+        value = rng.standard_normal(shape) / np.sqrt(max(fan_in, 1))
+        return value.astype(jnp.result_type(leaf))
+
+    p, a, b = jax.tree_util.tree_unflatten(treedef, [stand_in(leaf) for leaf in leaves])
+    try:
+        with jax.ensure_compile_time_eval():
+            return bool(independent(apply_fn, p, a, b))
+    except Exception:  # e.g. apply_fn closes over traced values: lax.cond decides instead
+        return None
 
 
 def run_default(
@@ -160,12 +213,17 @@ def run_default(
     vmap_axes: Any,
     whole_batch: bool,
     batch_size: int | None,
+    fallback: Callable[..., jax.Array] | None = None,
 ) -> jax.Array:
     """``kernel(apply_fn, params, x1, x2, trace_axes, diagonal_axes, vmap_axes, batch_size)``
-    with the ``vmap_axes=None`` default resolved by :func:`dispatch`."""
+    with the ``vmap_axes=None`` default resolved by :func:`dispatch`; ``fallback`` (same
+    signature) is the whole-batch branch under a traced verdict."""
 
-    def compute(axes):
-        return kernel(apply_fn, params, x1, x2, trace_axes, diagonal_axes, axes, batch_size)
+    def bind(fn):
+        def compute(axes):
+            return fn(apply_fn, params, x1, x2, trace_axes, diagonal_axes, axes, batch_size)
+
+        return compute
 
     def validate():
         make_layout(
@@ -180,7 +238,7 @@ def run_default(
         )
 
     return dispatch(
-        compute,
+        bind(kernel),
         apply_fn,
         params,
         x1,
@@ -189,4 +247,5 @@ def run_default(
         whole_batch=whole_batch,
         batch_size=batch_size,
         validate=validate,
+        fallback=None if fallback is None else bind(fallback),
     )

@@ -64,8 +64,13 @@ def empirical_ntk(
     other outputs' tangents exactly zero, and a VJP of the batched outputs must equal the
     per-example one to ``sqrt(eps)``, on the first and last 4 examples. If so the per-example
     path runs, else the exact whole-batch kernel (BatchNorm in training mode, attention over
-    the batch). Under ``jax.jit`` the verdict stays on device and ``jax.lax.cond`` picks the
-    kernel (both are compiled); outside it only the chosen kernel is computed.
+    the batch). Outside ``jax.jit`` the verdict is read once and only the chosen kernel is
+    computed. Under ``jax.jit`` the probes also run at trace time on random stand-ins of the
+    same shapes, which pick the one kernel compiled; the run-time verdict on the real values
+    stays on device and, in the rare case it disagrees (a coupling that only particular values
+    switch on), the kernel comes back all NaN. Without stand-ins (integer leaves such as token
+    ids) ``jax.lax.cond`` runs the kernel the real verdict picks, with NTK-vector products as
+    ``auto``'s whole-batch branch to keep XLA's memory plan small (``gradlab.ntk`` guide).
 
     The ``auto`` rule estimates the flops of each implementation from the number of
     examples ``N1, N2``, outputs per example ``O``, parameters ``P``, output pairs kept per
@@ -148,6 +153,10 @@ def empirical_ntk(
     x2, mask2 = split_mask(x2)
     masked = mask1 is not None or mask2 is not None
     kernel = functools.partial(_kernel, implementation)
+    # under jit, auto's whole-batch branch stays light in memory (see _detect's docstring)
+    fallback = (
+        functools.partial(_kernel, "ntk_vector_products") if implementation == "auto" else None
+    )
     options = dict(trace_axes=trace_axes, diagonal_axes=diagonal_axes, batch_size=batch_size)
     axis = data_axis("x1", x1 if mask1 is None else MaskedBatch(x1, mask1), params)
     if axis is None and not masked:
@@ -159,6 +168,7 @@ def empirical_ntk(
             x2,
             vmap_axes=vmap_axes,
             whole_batch=whole_batch,
+            fallback=fallback,
             **options,
         )
     where = f"x1 is split over mesh axes {axis.axes}" if axis else "x1 or x2 is a MaskedBatch"

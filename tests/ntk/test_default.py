@@ -59,11 +59,7 @@ def test_under_jit_both_kinds_are_exact_without_host_sync(x64):
     np.testing.assert_allclose(fn(params, x1, x2), want, rtol=1e-10, atol=1e-12)
 
 
-def test_dispatch_computes_one_kernel_eagerly_and_both_under_jit(x64):
-    params, apply_fn, x1, _ = m.mlp(2)
-    coupled = m.coupled_models()["attention"]
-    calls = []
-
+def _counting_dispatch(calls):
     def compute(axes):
         calls.append(axes)
         return jnp.zeros(())
@@ -81,15 +77,60 @@ def test_dispatch_computes_one_kernel_eagerly_and_both_under_jit(x64):
             validate=lambda: None,
         )
 
+    return go
+
+
+def test_dispatch_computes_one_kernel_eagerly_and_under_jit(x64):
+    """Under jit the stand-in probe picks the one kernel that is compiled (no lax.cond)."""
+    params, apply_fn, x1, _ = m.mlp(2)
+    coupled = m.coupled_models()["attention"]
+    calls = []
+    go = _counting_dispatch(calls)
     go(apply_fn, params, x1)
     go(coupled[1], coupled[0], x1)
     assert calls == [0, None]
     calls.clear()
     jax.jit(lambda p, x: go(apply_fn, p, x))(params, x1)
-    assert sorted(calls, key=str) == [0, None]
+    jax.jit(lambda p, x: go(coupled[1], p, x))(coupled[0], x1)
+    assert calls == [0, None]
     calls.clear()
     go(apply_fn, params, x1[0])  # no example axis: the whole-batch kernel, no probe
     assert calls == [None]
+
+
+def test_under_jit_without_stand_ins_lax_cond_compiles_both(x64):
+    """Integer inputs (token ids) or an apply_fn closing over traced values: no stand-ins."""
+    calls = []
+    go = _counting_dispatch(calls)
+    params, apply_fn, tokens, _ = m.seq_model()
+    jax.jit(lambda p, x: go(apply_fn, p, x))(params, tokens)
+    assert sorted(calls, key=str) == [0, None]
+    calls.clear()
+    mp, mapply, x1, _ = m.mlp(2)
+    jax.jit(lambda p, x, s: go(lambda q, z: s * mapply(q, z), p, x))(mp, x1, 2.0)
+    assert sorted(calls, key=str) == [0, None]
+    # and the kernels stay exact on that path
+    scaled = jax.jit(lambda p, x, s: gl.ntk.empirical_ntk(lambda q, z: s * mapply(q, z), p, x))
+    want = 4.0 * _oracle(mapply, mp, x1, None, (-1,))
+    np.testing.assert_allclose(scaled(mp, x1, 2.0), want, rtol=1e-10, atol=1e-12)
+
+
+def _gated(params, x):
+    """Per-example unless the gate is exactly 0, when a batch mean couples the examples."""
+    coupling = jnp.mean(x, axis=0, keepdims=True) @ params["w"]
+    return x @ params["w"] + jnp.where(params["gate"] == 0, coupling, 0.0)
+
+
+def test_under_jit_a_value_dependent_coupling_gives_nan_not_a_wrong_kernel(x64):
+    x1 = _x()
+    params = {"w": jax.random.normal(jax.random.key(3), (3, 2), jnp.float64), "gate": jnp.zeros(())}
+    want = _oracle(_gated, params, x1, None, (-1,))
+    np.testing.assert_allclose(gl.ntk.empirical_ntk(_gated, params, x1), want, rtol=1e-10)
+    fn = jax.jit(lambda p, x: gl.ntk.empirical_ntk(_gated, p, x))
+    assert bool(jnp.all(jnp.isnan(fn(params, x1))))  # stand-in gate != 0: the runtime probe
+    open_gate = {**params, "gate": jnp.ones(())}
+    want = _oracle(_gated, open_gate, x1, None, (-1,))
+    np.testing.assert_allclose(fn(open_gate, x1), want, rtol=1e-10, atol=1e-12)
 
 
 def test_override_arguments(x64):
