@@ -12,6 +12,10 @@ digits as 8x8x1 images. For N examples and ``trace_axes=(-1,)`` (an (N, N) kerne
 baseline (``jax.jacrev`` over the whole batch, flatten to (N*O, P), matmul), alternating
 repeats, and prints ratios ``naive / implementation`` plus the choice ``auto`` makes.
 
+Each workload is timed twice: all calls alternating, then the calls within 10x of the fastest
+alternating only with each other (the figures reported; ``first_pass_seconds`` keeps the
+first), because a call that follows a multi-GB one pays for faulting that memory back in.
+
 ``default`` is the call a new user writes, ``empirical_ntk(apply_fn, params, x)`` (no
 ``vmap_axes``: independence is probed, ``implementation="auto"``); the result records its
 time over the fastest explicit implementation's, and ``auto_over_fastest`` the measured time of
@@ -101,9 +105,20 @@ def bench_kernel(name, params, apply_fn, x, trace, repeats, skip):
     )
     if (name, "naive") not in skip:
         fns["naive"] = jax.jit(functools.partial(naive_ntk, apply_fn, trace=trace))
-    times = time_alternating(
+    first_pass = time_alternating(
         {k: (f, (params, x)) for k, f in fns.items()}, repeats=repeats, warmup=1
     )
+    # Second pass: the calls within 10x of the fastest, alternating only with each other. In
+    # the first, a call right after a multi-GB one (naive, Jacobian contraction) paid for
+    # faulting freed memory back in: on the wide MLP the explicit structured call measured
+    # 5x the default call that runs the same kernel.
+    best = min(t for k, t in first_pass.items() if k != "naive")
+    close = {
+        k: (fns[k], (params, x)) for k, t in first_pass.items() if k != "naive" and t <= 10 * best
+    }
+    times = dict(first_pass)
+    if len(close) > 1:
+        times.update(time_alternating(close, repeats=repeats, warmup=0))
     layout = make_layout(
         apply_fn,
         params,
@@ -119,6 +134,7 @@ def bench_kernel(name, params, apply_fn, x, trace, repeats, skip):
         "n": int(x.shape[0]),
         "trace_axes": list(trace_axes),
         "seconds": times,
+        "first_pass_seconds": first_pass,
         "auto_choice": choice.implementation,
         "auto_cost_estimates": {k: float(v) for k, v in choice.costs.items()},
     }
@@ -252,6 +268,10 @@ def main() -> None:
                 # the (N O, P) Jacobian is 0.5-6 GB at N=512; NVP is N^2 O forward passes
                 skip |= {(name, "naive"), (name, "jacobian_contraction")}
                 skip.add((name, "ntk_vector_products"))
+            if n >= 512 and name.startswith("cnn"):
+                # naive's whole-batch jacrev holds N O copies of the batch's activations
+                # (std::bad_alloc at N=512 on a 23 GB machine); NVP: N^2 O forward passes
+                skip |= {(name, "naive"), (name, "ntk_vector_products")}
             for trace in (True, False):
                 r = bench_kernel(name, params, apply_fn, x, trace, repeats, skip)
                 r["workload"] = name
