@@ -23,9 +23,30 @@ from gradlab.curvature._hessian import per_example_losses
 from gradlab.distributed._batch import MaskedBatch
 from gradlab.distributed._parallel import data_axis, shape_only, split_mask, sum_over_examples
 
-__all__ = ["empirical_fisher", "fisher"]
+__all__ = ["draw_noise", "empirical_fisher", "fisher", "sampled_scores"]
 
 LIKELIHOODS = ("categorical", "gaussian")
+
+
+def draw_noise(likelihood: str, key: Any, out: Any, num_samples: int) -> jax.Array:
+    """The sampling noise of the Monte-Carlo Fisher for the whole batch, example axis first.
+
+    Gumbel noise ``(N, S, ..., C)`` for ``"categorical"`` (labels ``argmax(logits + noise)``,
+    which is ``jax.random.categorical``), standard normal ``(N, S, ...)`` for ``"gaussian"``.
+    Drawn for the whole batch so that a batch split over devices uses exactly the labels one
+    device would draw; :func:`fisher` and K-FAC's ``"mc"`` draw the same samples from one key.
+    """
+    sample = jax.random.gumbel if likelihood == "categorical" else jax.random.normal
+    return jnp.moveaxis(sample(key, (num_samples, *out.shape), out.dtype), 0, 1)
+
+
+def sampled_scores(logits: jax.Array, gumbel: jax.Array) -> jax.Array:
+    """Scores ``d(-log p(y | z)) / dz = softmax(z) - e_y`` of the labels
+    ``y = argmax(logits + gumbel)``, shaped ``(S, N, ..., C)`` for ``gumbel`` from
+    :func:`draw_noise`."""
+    labels = jnp.argmax(logits + jnp.moveaxis(gumbel, 1, 0), axis=-1)  # (S, N, ...)
+    p = jax.nn.softmax(logits, axis=-1)
+    return p - jax.nn.one_hot(labels, logits.shape[-1], dtype=logits.dtype)
 
 
 def _check_key(key: Any) -> None:
@@ -48,10 +69,7 @@ def _categorical_operator(num_samples: int) -> Callable[[Any, Any], Any]:
         # gumbel: (N, S, ..., C), drawn for the whole batch; labels = argmax(logits + gumbel)
         # is exactly jax.random.categorical(key, logits, shape=(S, ...)).
         positions = logits.size // logits.shape[-1]
-        p = jax.nn.softmax(logits, axis=-1)
-        labels = jnp.argmax(logits + jnp.moveaxis(gumbel, 1, 0), axis=-1)
-        r = p - jax.nn.one_hot(labels, logits.shape[-1], dtype=logits.dtype)  # d(-log p)/dz
-        r = jax.lax.stop_gradient(r)
+        r = jax.lax.stop_gradient(sampled_scores(logits, gumbel))
 
         def apply(u: jax.Array) -> jax.Array:
             s = jnp.sum(r * u, axis=-1, keepdims=True)
@@ -167,7 +185,6 @@ def fisher(
             )
         check_labels("batch targets", out.shape, targets)  # unused, but wrong labels are a bug
         operator = _categorical_operator(num_samples)
-        noise = jax.random.gumbel(key, (num_samples, *out.shape), out.dtype)
     else:
         if out.ndim < 1:
             raise ValueError(
@@ -175,10 +192,7 @@ def fisher(
                 f"{out.shape}"
             )
         operator = _gaussian_operator(num_samples)
-        noise = jax.random.normal(key, (num_samples, *out.shape), out.dtype)
-    # The samples are drawn for the whole batch (example axis first) so that a batch split
-    # over devices uses exactly the labels one device would draw.
-    noise = jnp.moveaxis(noise, 1, 0)
+    noise = draw_noise(likelihood, key, out, num_samples)
     if mask is not None:
         batch = MaskedBatch((inputs, noise), mask)
     else:

@@ -29,7 +29,7 @@ from gradlab.curvature._checks import (
     num_examples,
     split_supervised_batch,
 )
-from gradlab.curvature._fisher import _check_key
+from gradlab.curvature._fisher import _check_key, draw_noise
 from gradlab.curvature._ggn import resolve_loss
 from gradlab.curvature._kfac_capture import (
     SUPPORTED_LAYERS,
@@ -38,7 +38,7 @@ from gradlab.curvature._kfac_capture import (
     layer_inputs,
     make_forward,
 )
-from gradlab.curvature._kfac_columns import draw_noise, likelihood_of, output_columns
+from gradlab.curvature._kfac_columns import likelihood_of, output_columns
 from gradlab.distributed._parallel import conform, data_axis, shape_only, split_mask
 
 __all__ = ["FISHER_TYPES", "KFAC_APPROX", "Rows", "example_sum", "per_example", "prepare"]

@@ -10,9 +10,10 @@ returns columns ``S[k, n]`` (shaped like example ``n``'s outputs) with
   :func:`softmax_cross_entropy` (per position ``sqrt(w p_c / T) (e_c - p)``, ``C`` columns per
   position) and :func:`mse` (``e_o``); any other loss through the eigendecomposition of the
   Hessian of the loss on each example as a batch of one (negative eigenvalues clipped).
-* ``"mc"``: the scores of labels sampled from the model with noise from :func:`draw_noise`,
-  drawn for the whole batch exactly as :func:`gradlab.curvature.fisher` draws it (same key,
-  same samples), so that a batch split over devices gets the labels of one device.
+* ``"mc"``: the scores of labels sampled from the model with noise from ``draw_noise``
+  (``_fisher.py``), drawn for the whole batch exactly as :func:`gradlab.curvature.fisher`
+  draws it (same key, same samples), so that a batch split over devices gets the labels of
+  one device.
 * ``"empirical"``: the gradient of the loss on each example as a batch of one.
 """
 
@@ -25,9 +26,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from gradlab.curvature._fisher import sampled_scores
 from gradlab.curvature._losses import _soft_targets, mse, softmax_cross_entropy
 
-__all__ = ["draw_noise", "likelihood_of", "output_columns"]
+__all__ = ["likelihood_of", "output_columns"]
 
 
 def likelihood_of(loss_fn: Callable) -> str | None:
@@ -59,23 +61,10 @@ def _ce_type2(logits: jax.Array, targets: Any) -> jax.Array:
     return _per_position(cols, num_positions).reshape(-1, *logits.shape)
 
 
-def draw_noise(likelihood: str, key: Any, out: Any, num_samples: int) -> jax.Array:
-    """The sampling noise of ``"mc"`` for the whole batch, example axis first.
-
-    Gumbel noise ``(N, S, ..., C)`` for ``"categorical"`` (labels ``argmax(logits + noise)``,
-    which is ``jax.random.categorical``), standard normal ``(N, S, ...)`` for ``"gaussian"``;
-    the same draws as :func:`gradlab.curvature.fisher` with the same key.
-    """
-    sample = jax.random.gumbel if likelihood == "categorical" else jax.random.normal
-    return jnp.moveaxis(sample(key, (num_samples, *out.shape), out.dtype), 0, 1)
-
-
 def _ce_mc(logits: jax.Array, gumbel: jax.Array, num_samples: int) -> jax.Array:
     c = logits.shape[-1]
     num_positions = logits[0].size // c
-    p = jax.nn.softmax(logits, axis=-1)
-    labels = jnp.argmax(logits + jnp.moveaxis(gumbel, 1, 0), axis=-1)  # (S, N, ...)
-    r = (p - jax.nn.one_hot(labels, c, dtype=logits.dtype)) / jnp.sqrt(
+    r = sampled_scores(logits, gumbel) / jnp.sqrt(
         jnp.asarray(num_samples * num_positions, logits.dtype)
     )
     cols = r.reshape(num_samples, logits.shape[0], -1, c)
@@ -101,7 +90,7 @@ def output_columns(
 ) -> jax.Array:
     """``S`` of shape ``(K, *outputs.shape)`` with ``M_n = sum_k S[k, n] S[k, n]^T``.
 
-    ``noise`` is :func:`draw_noise`'s (rows of these examples) for ``"mc"``, else unused.
+    ``noise`` is ``_fisher.draw_noise``'s (rows of these examples) for ``"mc"``, else unused.
     """
     outputs = jax.lax.stop_gradient(outputs)
     like = likelihood_of(loss_fn)
