@@ -9,9 +9,7 @@ depend on the signs of the eigenvectors), or ``{"name", "error"}`` for a structu
 
 from __future__ import annotations
 
-import json
 import sys
-import time
 
 import flax.linen as nn
 import jax
@@ -19,25 +17,10 @@ import jax.numpy as jnp
 import numpy as np
 
 import gradlab as gl
+from tests.distributed._multi_device import TOL, emit, rel_err
 
 # No side effects at import (pytest --doctest-modules imports every module under tests/):
 # x64 is switched on under __main__ only.
-
-TOL = 1e-10
-
-
-def emit(**record):
-    print(json.dumps(record), flush=True)
-    print(f"{time.perf_counter() - START:.1f}s {record['name']}", file=sys.stderr, flush=True)
-
-
-def rel_err(got, want):
-    """Relative Frobenius error over all leaves, on the host (no device work to compile)."""
-    got, want = jax.device_get(got), jax.device_get(want)
-    pairs = list(zip(jax.tree.leaves(got), jax.tree.leaves(want), strict=True))
-    num = sum(float(np.sum((np.asarray(a) - np.asarray(b)) ** 2)) for a, b in pairs)
-    den = sum(float(np.sum(np.asarray(b) ** 2)) for _, b in pairs)
-    return (num / max(den, 1e-300)) ** 0.5
 
 
 class Net(nn.Module):
@@ -158,7 +141,6 @@ def check_mesh(kind):
 
 
 if __name__ == "__main__":
-    START = time.perf_counter()
     jax.config.update("jax_enable_x64", True)
     assert len(jax.devices()) == 4, jax.devices()
     for kind in sys.argv[1:] or ["explicit", "auto"]:
