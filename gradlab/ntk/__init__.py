@@ -13,17 +13,17 @@
 from gradlab.ntk._empirical import empirical_ntk
 from gradlab.ntk._implementations import jacobian_contraction, ntk_vector_products
 from gradlab.ntk._infinite import Kernel, infinite_mlp
-from gradlab.ntk._operator import (
+from gradlab.ntk._operator import ntk_operator
+from gradlab.ntk._predict import Gaussian, gp_inference, gradient_descent_mse, linearize
+from gradlab.ntk._structured import structured
+from gradlab.ntk._summaries import (
     ConditionNumber,
     EffectiveRank,
     MaxLearningRate,
     condition_number,
     effective_rank,
     max_learning_rate,
-    ntk_operator,
 )
-from gradlab.ntk._predict import Gaussian, gp_inference, gradient_descent_mse, linearize
-from gradlab.ntk._structured import structured
 
 __all__ = [
     "ConditionNumber",

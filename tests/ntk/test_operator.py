@@ -96,3 +96,36 @@ def test_bad_batch_size(x64):
         gl.ntk.max_learning_rate(
             apply_fn, params, x1, key=jax.random.key(0), normalization="median"
         )
+
+
+def test_condition_number_is_infinite_by_rank(x64):
+    """N O > P: rank(Theta) <= P, so lambda_min = 0 exactly, from one eigensolve."""
+    params, apply_fn, _, _ = m.mlp(10)
+    num_params = sum(leaf.size for leaf in jax.tree_util.tree_leaves(params))
+    x = jax.random.normal(jax.random.key(4), (num_params // 10 + 1, 3), jnp.float64)
+    ev = np.linalg.eigvalsh(_dense_matrix(apply_fn, params, x))
+    assert ev[0] < 1e-8 * ev[-1]  # the dense oracle agrees that Theta is singular
+    cond = gl.ntk.condition_number(apply_fn, params, x, key=jax.random.key(1))
+    assert bool(cond.converged) and float(cond.lambda_min) == 0.0
+    assert np.isinf(cond.value)
+    np.testing.assert_allclose(cond.lambda_max, ev[-1], rtol=1e-8)
+
+
+@pytest.mark.parametrize("true_rows", [5, 0])
+def test_condition_number_ignores_padded_rows(x64, true_rows):
+    """Padded rows of a MaskedBatch are zeros of Theta; they must not become lambda_min."""
+    params, apply_fn, x1, _ = m.mlp(1)  # N O = 5 < P
+    num_params = sum(leaf.size for leaf in jax.tree_util.tree_leaves(params))
+    if true_rows == 0:  # enough true rows that the true kernel is singular by rank
+        x1 = jax.random.normal(jax.random.key(4), (num_params + 1, x1.shape[1]), jnp.float64)
+    pad = jnp.concatenate([x1, x1[:3] + 1.0])
+    mask = jnp.arange(pad.shape[0]) < x1.shape[0]
+    batch = gl.distributed.MaskedBatch(pad, mask)
+    want = gl.ntk.condition_number(apply_fn, params, x1, key=jax.random.key(1))
+    got = jax.jit(lambda p, b: gl.ntk.condition_number(apply_fn, p, b, key=jax.random.key(1)))(
+        params, batch
+    )
+    assert bool(got.converged)
+    np.testing.assert_allclose(got.lambda_max, want.lambda_max, rtol=1e-8)
+    np.testing.assert_allclose(got.lambda_min, want.lambda_min, rtol=1e-6, atol=0)
+    np.testing.assert_allclose(got.value, want.value, rtol=1e-6)
