@@ -25,9 +25,18 @@ Second part (``--large-n``, minutes): the top-5 eigenvalues of the full NTK (``N
 of the small MLP on N=4,096 inputs from :func:`gradlab.ntk.ntk_operator` + :func:`gradlab.spectral.eigsh`, against
 forming the (N, N) traced kernel with the fastest implementation (the full kernel, 6.7 GB in
 float32, does not fit this machine). Digits has 1,797 images, so the 4,096 inputs are the
-digits repeated with N(0, 0.1^2) jitter; also the condition number (two ``eigsh`` runs).
+digits repeated with N(0, 0.1^2) jitter; also the condition number, which for N O > P is
+``inf`` by the rank count (one ``eigsh`` run), and for a nonsingular comparison the condition
+number of the full kernel at N=1,024 (N O = 10,240 < P = 26,122: two ``eigsh`` runs) against
+forming that (10,240 x 10,240) kernel.
 Third part (``--large-n`` without ``--quick``): the (N, N) kernel of the wide MLP at N=4,096 with
 ``batch_size=512`` tiles: time and XLA's memory plan (temporary, argument and output bytes).
+
+For the CNN, ``cnn_floor`` splits the cost at N=128: the O backward passes per example that
+any exact method needs for the output cotangents (``vmap(jacrev)`` with respect to the input,
+no weight gradients) and the contraction of ready per-example Jacobians (``N^2 O P`` traced,
+``N^2 O^2 P`` full), timed alternating with Jacobian contraction and structured; a method that
+cost only those two parts would be ``jc_over_floor`` times faster than Jacobian contraction.
 
 ``--quick`` keeps N=128 only, 3 repeats, and skips what takes minutes on a shared 2-core CPU.
 """
@@ -168,6 +177,37 @@ def print_table(results) -> None:
         )
 
 
+def bench_conv_floor(params, apply_fn, x, repeats):
+    """The CNN's cost floor: O backward passes per example plus the Jacobian contraction."""
+
+    def one(p, xi):
+        return apply_fn(p, xi[None])[0]
+
+    jac = jax.vmap(lambda xi: jax.jacrev(lambda q: one(q, xi))(params))(x)
+    n, o = x.shape[0], 10
+    flat = jnp.concatenate([leaf.reshape(n, o, -1) for leaf in jax.tree_util.tree_leaves(jac)], -1)
+    fns = {
+        "cotangent_passes": (
+            jax.jit(lambda p, x: jax.vmap(jax.jacrev(lambda xi: one(p, xi)))(x)),
+            (params, x),
+        )
+    }
+    for trace, spec in ((True, "nop,mop->nm"), (False, "nop,mqp->nmoq")):
+        tag = "traced" if trace else "full"
+        fns[f"contraction_{tag}"] = (jax.jit(functools.partial(jnp.einsum, spec)), (flat, flat))
+        for impl in ("jacobian_contraction", "structured"):
+            kw = {"implementation": impl, "vmap_axes": 0, "trace_axes": (-1,) if trace else ()}
+            fn = jax.jit(functools.partial(gl.ntk.empirical_ntk, apply_fn, **kw))
+            fns[f"{impl}_{tag}"] = (fn, (params, x))
+    t = time_alternating(fns, repeats=repeats)
+    out = {"n": n, "seconds": t}
+    for tag in ("traced", "full"):
+        floor = t["cotangent_passes"] + t[f"contraction_{tag}"]
+        out[f"jc_over_floor_{tag}"] = t[f"jacobian_contraction_{tag}"] / floor
+        out[f"jc_over_structured_{tag}"] = t[f"jacobian_contraction_{tag}"] / t[f"structured_{tag}"]
+    return out
+
+
 def _jittered_digits(n):
     x, _ = gl.data.digits(1024, dtype=jnp.float32)
     reps = -(-n // x.shape[0])
@@ -204,6 +244,7 @@ def bench_spectrum(n, repeats):
     )
     t_form = time_fn(form, w.params, x, repeats=max(1, repeats // 2))
     return {
+        "nonsingular_n1024": _nonsingular_condition(w, cond, repeats),
         "n": n,
         "operator_eigsh_top5_seconds": times["top5"],
         "eigenvalues": [float(e) for e in eig],
@@ -214,6 +255,30 @@ def bench_spectrum(n, repeats):
         "condition_number_converged": bool(c.converged),
         "form_traced_kernel_seconds": t_form,
         "ratio_form_over_operator": t_form / times["top5"],
+    }
+
+
+def _nonsingular_condition(w, cond, repeats):
+    """Condition number of a full-rank full NTK (N O < P) against forming that kernel."""
+    x = _jittered_digits(1024)
+
+    @jax.jit
+    def form_full(params, x):
+        return gl.ntk.empirical_ntk(
+            w.apply_fn, params, x, trace_axes=(), implementation="structured", vmap_axes=0
+        )
+
+    c = cond(w.params, x)
+    times = time_alternating(
+        {"cond": (cond, (w.params, x)), "form": (form_full, (w.params, x))}, repeats=repeats
+    )
+    return {
+        "n": 1024,
+        "condition_number_seconds": times["cond"],
+        "form_full_kernel_seconds": times["form"],
+        "condition_number": float(c.value),
+        "lambda_min": float(c.lambda_min),
+        "converged": bool(c.converged),
     }
 
 
@@ -279,6 +344,11 @@ def main() -> None:
                 results.append(r)
                 print(r, flush=True)
     print_table(results)
+    floor = None
+    if "cnn" in chosen and 128 in sizes:
+        params, apply_fn, x = workloads(128)["cnn"]
+        floor = bench_conv_floor(params, apply_fn, x, 15)
+        print(floor, flush=True)
     spectrum = tiled = None
     if args.large_n:
         spectrum = bench_spectrum(4096, 1 if args.quick else 3)
@@ -292,6 +362,7 @@ def main() -> None:
             "quick": args.quick,
             "loadavg": open("/proc/loadavg").read().split()[:3],
             "kernels": results,
+            "cnn_floor": floor,
             "spectrum": spectrum,
             "tiled_wide_mlp": tiled,
         }
