@@ -181,6 +181,14 @@ def check_operators(kind):
             err=float((built == before) + CALLS[0] - built),
             tol=0.0,
         )
+    # Eager products of one sharded operator compile one program, traced once: the second and
+    # third products do not run model_fn in Python (op-by-op shard_map would, every time).
+    hvp_eager = gl.curvature.hessian(loss_fn, params, sharded)
+    hvp_eager(v)
+    first = CALLS[0]
+    hvp_eager(v)
+    hvp_eager(v)
+    emit(name=f"{kind}/hessian/eager/traced_once", err=float(CALLS[0] - first), tol=0.0)
     if kind == "explicit":
         lin = jax.jit(lambda p, b, v: gl.curvature.hessian(loss_fn, p, b, linearize=True)(v))
         compare(
@@ -251,6 +259,11 @@ def check_ntk(kind):
         gl.ntk.ntk_operator(model_fn, params, xs)(u),
         reference("ntk_operator", lambda: gl.ntk.ntk_operator(model_fn, params, x)(u)),
     )
+    matvec = gl.ntk.ntk_operator(model_fn, params, xs)
+    matvec(u)
+    first = CALLS[0]
+    matvec(u)
+    emit(name=f"{kind}/ntk_operator/eager/traced_once", err=float(CALLS[0] - first), tol=0.0)
     # x1 padded: 7 examples over 4 devices (a MaskedBatch); the kernel keeps the padded shape.
     # Its true block is the one-device kernel of x[:7], i.e. of x with example 7 zeroed out.
     mx = gl.distributed.shard_batch(x[:7], mesh, pad=True)

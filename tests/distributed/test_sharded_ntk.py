@@ -22,6 +22,7 @@ NAMES = [
     "ntk_operator/tiled",
     "ntk_operator/masked",
     "ntk_operator/masked_rows_zero",
+    "ntk_operator/eager/traced_once",
     "max_learning_rate",
     "empirical_ntk/traced",
     "empirical_ntk/full",
@@ -31,7 +32,7 @@ NAMES = [
     "empirical_ntk/masked/diagonal",
     "empirical_ntk/masked/x2",
 ]
-AUTO_NAMES = ["ntk_operator", *MASKED]
+AUTO_NAMES = ["ntk_operator", "ntk_operator/eager/traced_once", *MASKED]
 CASES = [("explicit", n) for n in NAMES] + [("auto", n) for n in AUTO_NAMES]
 
 

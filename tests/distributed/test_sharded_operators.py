@@ -28,7 +28,7 @@ LINEARIZE = [
 NAMES = (
     OPERATORS
     + [f"{op}/masked" for op in OPERATORS]
-    + ["hessian/jit", "hessian/replicated", "hessian/linearize/jit"]
+    + ["hessian/jit", "hessian/replicated", "hessian/linearize/jit", "hessian/eager/traced_once"]
     + LINEARIZE
 )
 # The Auto mesh runs a subset of the same code paths (see AUTO in _multi_device.py).
@@ -41,6 +41,7 @@ AUTO_NAMES = [
     "empirical_fisher/masked",
     "hessian/jit",
     "hessian/replicated",
+    "hessian/eager/traced_once",
     *LINEARIZE,
 ]
 CASES = [("explicit", n) for n in NAMES] + [("auto", n) for n in AUTO_NAMES]
