@@ -31,7 +31,7 @@ NOTEBOOKS = ROOT / "notebooks"
 # is less tuned (last-digit differences in the float32 results) and compiles 3-5x faster.
 # Where the steps dominate it costs more than it saves (icl_one_step_gd: 2-3x slower steps), so
 # the others keep the default. See docs/performance.md, "Test-suite budget".
-COMPILE_BOUND = ("data_diet", "intrinsic_dimension", "softmax_ghosts")
+COMPILE_BOUND = ("data_diet", "intrinsic_dimension", "softmax_ghosts", "ntk_width")
 
 
 def _first_markdown(nb) -> str:
