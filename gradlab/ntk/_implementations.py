@@ -43,6 +43,15 @@ def _nvp_pair(layout: Layout, params: Any, chunk: int = 8):
     """Theta between two tiles from VJP-then-JVP products over the output basis of one side."""
     unit = layout.unit
     shape = layout.unit_shape
+    # Jacobian entries carry the parameters' dtype (as in the other implementations), while a
+    # JVP comes back in the output's: float64 params under a float32-output model would give
+    # a float32 kernel here and a float64 one elsewhere.
+    floats = [
+        leaf
+        for leaf in jax.tree_util.tree_leaves(params)
+        if jnp.issubdtype(leaf.dtype, jnp.inexact)
+    ]
+    param_dtype = jnp.result_type(*floats) if floats else None
 
     def kernel_block(f1: Callable, x_other: jax.Array) -> jax.Array:
         # rows: Theta[., e] for every basis output e of `unit(params, x_other)`
@@ -54,7 +63,10 @@ def _nvp_pair(layout: Layout, params: Any, chunk: int = 8):
             (v,) = vjp(e)
             return jax.jvp(f1, (params,), (v,))[1]
 
-        return jax.lax.map(col, basis, batch_size=min(chunk * 4, size))
+        block = jax.lax.map(col, basis, batch_size=min(chunk * 4, size))
+        if param_dtype is None:
+            return block
+        return block.astype(jnp.result_type(block.dtype, param_dtype))
 
     def pair(xa, xb):
         if not layout.vmapped:

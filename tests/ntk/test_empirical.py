@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import itertools
 
 import jax
@@ -196,3 +197,18 @@ def test_mismatched_feature_shapes(x64):
         gl.ntk.empirical_ntk(apply_fn, params, x1, jnp.ones((2, 4)))
     with pytest.raises(ValueError, match="equal"):
         gl.ntk.empirical_ntk(apply_fn, params, x1, x1[:2], diagonal_axes=(0,), vmap_axes=0)
+
+
+@pytest.mark.parametrize("jit", [False, True])
+def test_every_implementation_returns_the_parameter_dtype(x64, jit):
+    """float64 params under a float32-output model: one kernel dtype for every implementation
+    (a JVP comes back in the output's dtype, a Jacobian in the parameters')."""
+    params, apply_fn, x1, _ = m.mlp(3)
+
+    def f32(p, x):
+        return apply_fn(p, x).astype(jnp.float32)
+
+    for impl in ("jacobian_contraction", "ntk_vector_products", "structured"):
+        fn = functools.partial(gl.ntk.empirical_ntk, f32, vmap_axes=0, implementation=impl)
+        k = (jax.jit(fn) if jit else fn)(params, x1)
+        assert k.dtype == jnp.float64, (impl, k.dtype)
