@@ -203,6 +203,24 @@ def stand_in_verdict(apply_fn: Callable, params: Any, x1: Any, x2: Any) -> bool 
         return None
 
 
+_COMPILED: dict = {}
+
+
+def _compiled(kernel: Callable[..., jax.Array]) -> Callable[..., jax.Array]:
+    """``kernel`` jitted with its function and shape arguments static.
+
+    Called eagerly, the kernel would otherwise run primitive by primitive: on the small digits
+    MLP at N=128 a Jacobian-contraction kernel took 0.74 s per eager call, against a few ms for
+    the compiled program, which later eager calls with the same ``apply_fn`` reuse. Under an
+    outer ``jit`` or ``shard_map`` it is inlined into the caller's program."""
+    key = kernel
+    if isinstance(kernel, functools.partial):  # a fresh partial per call: key on its contents
+        key = (kernel.func, kernel.args, tuple(sorted(kernel.keywords.items())))
+    if key not in _COMPILED:
+        _COMPILED[key] = jax.jit(kernel, static_argnums=(0, 4, 5, 6, 7))
+    return _COMPILED[key]
+
+
 def run_default(
     kernel: Callable[..., jax.Array],
     apply_fn: Callable,
@@ -223,7 +241,13 @@ def run_default(
 
     def bind(fn):
         def compute(axes):
-            return fn(apply_fn, params, x1, x2, trace_axes, diagonal_axes, axes, batch_size)
+            static = (apply_fn, trace_axes, diagonal_axes, axes, batch_size)
+            args = (apply_fn, params, x1, x2, trace_axes, diagonal_axes, axes, batch_size)
+            try:
+                hash(static)
+            except TypeError:  # e.g. trace_axes given as a list: run as is
+                return fn(*args)
+            return _compiled(fn)(*args)
 
         return compute
 

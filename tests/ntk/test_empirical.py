@@ -212,3 +212,27 @@ def test_every_implementation_returns_the_parameter_dtype(x64, jit):
         fn = functools.partial(gl.ntk.empirical_ntk, f32, vmap_axes=0, implementation=impl)
         k = (jax.jit(fn) if jit else fn)(params, x1)
         assert k.dtype == jnp.float64, (impl, k.dtype)
+
+
+@pytest.mark.parametrize("implementation", ["auto", "jacobian_contraction", "structured"])
+def test_eager_calls_compile_once(x64, implementation):
+    """Called eagerly, the kernel is one compiled program that later calls reuse: the second
+    call does not run apply_fn in Python at all (op by op, every call would)."""
+    params, apply_fn, x1, _ = m.mlp(3)
+    calls = [0]
+
+    def counted(p, x):
+        calls[0] += 1
+        return apply_fn(p, x)
+
+    first = gl.ntk.empirical_ntk(counted, params, x1, implementation=implementation)
+    assert calls[0] > 0
+    before = calls[0]
+    again = gl.ntk.empirical_ntk(counted, params, x1, implementation=implementation)
+    assert calls[0] == before
+    np.testing.assert_array_equal(first, again)
+    # unhashable options (a list) still work, run as is
+    listed = gl.ntk.empirical_ntk(
+        counted, params, x1, implementation=implementation, trace_axes=[-1]
+    )
+    np.testing.assert_allclose(listed, first, rtol=1e-12)
