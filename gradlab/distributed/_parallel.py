@@ -186,10 +186,11 @@ def _weights(mask: Any, total: Any) -> Any:
     return mask.astype(jnp.result_type(float)) / total
 
 
-# One jitted shard_map per (local, axis, kind): called eagerly, a shard_map otherwise runs
+# One jitted program per (local, axis, kind): called eagerly, a shard_map otherwise runs
 # primitive by primitive (a dispatch and a compile per operation: about 10x slower than one
 # program for an NTK or a Hessian-vector product), and an operator's repeated eager products
-# reuse the compiled program. Keyed weakly on ``local``, which closes over params and data.
+# reuse the compiled program (on one device too: ``local`` alone). Keyed weakly on ``local``,
+# which closes over the model and loss; under an outer ``jit`` the program is inlined.
 _PROGRAMS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
@@ -217,9 +218,9 @@ def sum_over_examples(
     (example n's product)``. Sharded, each device evaluates its shard and the results are
     ``psum``-ed (divided by the shard count, or weighted by ``mask / N_true``).
     """
-    if axis is None:
+    if axis is None:  # one device: the product alone, jitted and kept per operator all the same
         weights = None if mask is None else _weights(mask, jnp.sum(mask))
-        return local(replicated, batch, weights)
+        return _program(local, ("one",), lambda: local)(replicated, batch, weights)
     names = axis.axes
     masked = mask is not None
 

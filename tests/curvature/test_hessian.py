@@ -66,3 +66,38 @@ def test_hessian_inside_fori_loop(x64, key):
         x = flat_h @ x
         x = x / jnp.linalg.norm(x)
     assert rel_err(ravel_pytree(v)[0], x) < 1e-10
+
+
+@pytest.mark.parametrize("operator", ["hessian", "ggn", "empirical_fisher"])
+def test_eager_products_compile_once(x64, operator):
+    """An operator's eager products are one compiled program, reused: the second product does
+    not run the loss in Python (op by op, every product would)."""
+    prob = make_problem("mlp", jax.random.key(0))
+    base = ce_loss_fn(prob)
+    calls = [0]
+
+    def loss_fn(params, batch):
+        calls[0] += 1
+        return base(params, batch)
+
+    def model_fn(params, x):
+        calls[0] += 1
+        return prob.model_fn(params, x)
+
+    build = {
+        "hessian": lambda: gl.curvature.hessian(loss_fn, prob.params, (prob.inputs, prob.labels)),
+        "ggn": lambda: gl.curvature.ggn(
+            model_fn, "softmax_cross_entropy", prob.params, (prob.inputs, prob.labels)
+        ),
+        "empirical_fisher": lambda: gl.curvature.empirical_fisher(
+            loss_fn, prob.params, (prob.inputs, prob.labels)
+        ),
+    }[operator]
+    matvec = build()
+    v = jax.tree_util.tree_map(jnp.ones_like, prob.params)
+    first = matvec(v)
+    before = calls[0]
+    again = matvec(v)
+    assert calls[0] == before
+    for a, b in zip(jax.tree.leaves(again), jax.tree.leaves(first), strict=True):
+        assert bool(jnp.array_equal(a, b))
