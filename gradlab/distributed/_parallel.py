@@ -8,7 +8,6 @@ Operators call :func:`data_axis` once when they are built (it reads the batch's 
 from __future__ import annotations
 
 import math
-import weakref
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
@@ -189,19 +188,21 @@ def _weights(mask: Any, total: Any) -> Any:
 # One jitted program per (local, axis, kind): called eagerly, a shard_map otherwise runs
 # primitive by primitive (a dispatch and a compile per operation: about 10x slower than one
 # program for an NTK or a Hessian-vector product), and an operator's repeated eager products
-# reuse the compiled program (on one device too: ``local`` alone). Keyed weakly on ``local``,
-# which closes over the model and loss; under an outer ``jit`` the program is inlined.
-_PROGRAMS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+# reuse the compiled program (on one device too: ``local`` alone). The programs are stored on
+# ``local`` itself (it closes over the model and loss, and lives as long as the operator), so
+# they die with it: a global table would keep every operator's params and data alive. Under
+# an outer ``jit`` the program is inlined.
+_PROGRAMS = "_gradlab_programs"
 
 
 def _program(local: Callable, key: tuple, build: Callable[[], Callable]) -> Callable:
-    try:
-        per_local = _PROGRAMS.setdefault(local, {})
-    except TypeError:  # not weak-referenceable (a builtin): compile per call
+    programs = getattr(local, "__dict__", None)
+    if programs is None:  # no attributes (a builtin): compile per call
         return jax.jit(build())
-    if key not in per_local:
-        per_local[key] = jax.jit(build())
-    return per_local[key]
+    table = programs.setdefault(_PROGRAMS, {})
+    if key not in table:
+        table[key] = jax.jit(build())
+    return table[key]
 
 
 def sum_over_examples(

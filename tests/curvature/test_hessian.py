@@ -101,3 +101,27 @@ def test_eager_products_compile_once(x64, operator):
     assert calls[0] == before
     for a, b in zip(jax.tree.leaves(again), jax.tree.leaves(first), strict=True):
         assert bool(jnp.array_equal(a, b))
+
+
+def test_operators_do_not_outlive_their_use(x64):
+    """The compiled products are kept with the operator: dropping it frees what its loss
+    closes over (a global cache of programs would keep every operator's closure alive)."""
+    import gc
+    import weakref
+
+    prob = make_problem("mlp", jax.random.key(0))
+    base = ce_loss_fn(prob)
+
+    class Scale:  # a weak-referenceable object the loss closes over
+        value = 1.0
+
+    def make_loss(scale):
+        return lambda params, batch: scale.value * base(params, batch)
+
+    scale = Scale()
+    matvec = gl.curvature.hessian(make_loss(scale), prob.params, (prob.inputs, prob.labels))
+    matvec(jax.tree_util.tree_map(jnp.ones_like, prob.params))
+    alive = weakref.ref(scale)
+    del matvec, scale
+    gc.collect()
+    assert alive() is None
