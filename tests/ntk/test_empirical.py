@@ -236,3 +236,30 @@ def test_eager_calls_compile_once(x64, implementation):
         counted, params, x1, implementation=implementation, trace_axes=[-1]
     )
     np.testing.assert_allclose(listed, first, rtol=1e-12)
+
+
+def test_compiled_kernels_do_not_keep_apply_fns_alive(x64):
+    """The eager-call cache is bounded: after enough other models, what an apply_fn closed
+    over is freed (jax.jit with a static apply_fn would keep thousands alive)."""
+    import gc
+    import weakref
+
+    from gradlab.ntk._detect import _CACHE_SIZE
+
+    params, apply_fn, x1, _ = m.mlp(2)
+
+    class Scale:
+        value = 1.0
+
+    def make(scale):
+        return lambda p, x: scale.value * apply_fn(p, x)
+
+    for vmap_axes in (0, None):
+        scale = Scale()
+        gl.ntk.empirical_ntk(make(scale), params, x1, vmap_axes=vmap_axes)
+        alive = weakref.ref(scale)
+        del scale
+        for _ in range(_CACHE_SIZE + 1):
+            gl.ntk.empirical_ntk(make(Scale()), params, x1, vmap_axes=vmap_axes)
+        gc.collect()
+        assert alive() is None
