@@ -238,14 +238,16 @@ def test_eager_calls_compile_once(x64, implementation):
     np.testing.assert_allclose(listed, first, rtol=1e-12)
 
 
-def test_compiled_kernels_do_not_keep_apply_fns_alive(x64):
+def test_compiled_kernels_do_not_keep_apply_fns_alive(x64, monkeypatch):
     """The eager-call cache is bounded: after enough other models, what an apply_fn closed
-    over is freed (jax.jit with a static apply_fn would keep thousands alive)."""
+    over is freed (jax.jit with a static apply_fn would keep thousands alive). The bound is
+    lowered to 2 here so that the test compiles few kernels."""
     import gc
     import weakref
 
-    from gradlab.ntk._detect import _CACHE_SIZE
+    from gradlab.ntk import _detect
 
+    monkeypatch.setattr(_detect, "_CACHE_SIZE", 2)
     params, apply_fn, x1, _ = m.mlp(2)
 
     class Scale:
@@ -259,7 +261,9 @@ def test_compiled_kernels_do_not_keep_apply_fns_alive(x64):
         gl.ntk.empirical_ntk(make(scale), params, x1, vmap_axes=vmap_axes)
         alive = weakref.ref(scale)
         del scale
-        for _ in range(_CACHE_SIZE + 1):
+        gc.collect()
+        assert alive() is not None  # cached: still alive right after the call
+        for _ in range(3):
             gl.ntk.empirical_ntk(make(Scale()), params, x1, vmap_axes=vmap_axes)
         gc.collect()
         assert alive() is None
