@@ -184,8 +184,9 @@ def bench_conv_floor(params, apply_fn, x, repeats):
         return apply_fn(p, xi[None])[0]
 
     jac = jax.vmap(lambda xi: jax.jacrev(lambda q: one(q, xi))(params))(x)
-    n, o = x.shape[0], 10
-    flat = jnp.concatenate([leaf.reshape(n, o, -1) for leaf in jax.tree_util.tree_leaves(jac)], -1)
+    n = x.shape[0]
+    leaves = jax.tree_util.tree_leaves(jac)  # (N, O, *leaf shape) each
+    flat = jnp.concatenate([leaf.reshape(*leaf.shape[:2], -1) for leaf in leaves], -1)
     fns = {
         "cotangent_passes": (
             jax.jit(lambda p, x: jax.vmap(jax.jacrev(lambda xi: one(p, xi)))(x)),

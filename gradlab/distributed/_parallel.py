@@ -223,7 +223,6 @@ def sum_over_examples(
         weights = None if mask is None else _weights(mask, jnp.sum(mask))
         return _program(local, ("one",), lambda: local)(replicated, batch, weights)
     names = axis.axes
-    masked = mask is not None
 
     def build() -> Callable:
         def body(replicated: Any, batch: Any, mask: Any) -> Any:
@@ -242,7 +241,7 @@ def sum_over_examples(
             check_vma=False,
         )
 
-    run = _program(local, ("sum", axis, masked), build)
+    run = _program(local, ("sum", axis), build)  # jit retraces for a mask vs None
     return run(conform(replicated, axis, None), conform(batch, axis, 0), conform(mask, axis, 0))
 
 

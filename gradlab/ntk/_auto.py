@@ -7,6 +7,7 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 
+from gradlab._src.tree import tree_size
 from gradlab.ntk import _plan, _structured
 from gradlab.ntk._layout import Layout
 
@@ -29,7 +30,7 @@ def _forward_flops(layout: Layout, params: Any, x1: jax.Array) -> float:
     shape = jnp.shape(x1)
     if layout.vmapped:
         shape = shape[: layout.in_axis] + shape[layout.in_axis + 1 :]
-    num_params = sum(int(jnp.size(leaf)) for leaf in jax.tree_util.tree_leaves(params))
+    num_params = tree_size(params)
     # abstract arguments: lowering works the same under an outer jit (tracers inside)
     specs = jax.tree_util.tree_map(
         lambda a: jax.ShapeDtypeStruct(jnp.shape(a), jnp.result_type(a)),
@@ -47,8 +48,7 @@ def _forward_flops(layout: Layout, params: Any, x1: jax.Array) -> float:
 
 def choose_implementation(layout: Layout, params: Any, x1, x2) -> tuple[Choice, Any]:
     """The documented ``auto`` rule: the smallest estimated flop count (see ``empirical_ntk``)."""
-    leaves = jax.tree_util.tree_leaves(params)
-    num_params = sum(int(jnp.size(leaf)) for leaf in leaves)
+    num_params = tree_size(params)
     fwd = _forward_flops(layout, params, x1)
     sides, pairs, outputs, out_pairs = _plan.sizes(layout, x2 is not None)
     units2 = layout.n2 if layout.vmapped else 1

@@ -15,7 +15,7 @@ import jax.numpy as jnp
 
 from gradlab.ntk import _structured
 from gradlab.ntk._auto import choose_implementation
-from gradlab.ntk._detect import run_default
+from gradlab.ntk._detect import _inexact_leaves, run_default
 from gradlab.ntk._layout import Layout, param_letters, prepare_inputs, run
 
 __all__ = ["jacobian_contraction", "kernel", "ntk_vector_products"]
@@ -46,11 +46,7 @@ def _nvp_pair(layout: Layout, params: Any, chunk: int = 8):
     # Jacobian entries carry the parameters' dtype (as in the other implementations), while a
     # JVP comes back in the output's: float64 params under a float32-output model would give
     # a float32 kernel here and a float64 one elsewhere.
-    floats = [
-        leaf
-        for leaf in jax.tree_util.tree_leaves(params)
-        if jnp.issubdtype(leaf.dtype, jnp.inexact)
-    ]
+    floats = _inexact_leaves(params)
     param_dtype = jnp.result_type(*floats) if floats else None
 
     def kernel_block(f1: Callable, x_other: jax.Array) -> jax.Array:

@@ -12,6 +12,7 @@ import jax.numpy as jnp
 
 from gradlab import spectral
 from gradlab._src.errors import check_choice
+from gradlab._src.tree import tree_size
 from gradlab.distributed._parallel import shape_only, split_mask
 from gradlab.ntk._operator import ntk_operator
 
@@ -205,7 +206,7 @@ def condition_number(
     batch, mask = split_mask(x)
     out = jax.eval_shape(apply_fn, shape_only(params), shape_only(batch))
     per_example = math.prod(out.shape[1:])
-    num_params = sum(math.prod(jnp.shape(leaf)) for leaf in jax.tree_util.tree_leaves(params))
+    num_params = tree_size(params)
     k1, k2 = jax.random.split(key)
     hi, ok_hi = _extreme(apply_fn, params, x, "largest", k1, num_matvecs, batch_size)
     if mask is None and out.shape[0] * per_example > num_params:
