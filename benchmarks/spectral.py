@@ -6,7 +6,8 @@ loop of 100 HVPs plus the two reorthogonalisation passes (the floor), compile ti
 error against the exact trace (computed per layer; Hutchinson and the leaf-stratified
 estimator also over 5 keys), SLQ time, ratios to the obvious plain-JAX
 version (Python loop over a jitted HVP, reorthogonalisation and QR on the host with NumPy) and
-the compiled peak memory of a 1,000-probe Hutchinson trace against one HVP.
+the compiled peak memory of a 1,000-probe Hutchinson trace against one HVP, and repeated
+eager ``eigsh`` calls on one operator (kept program vs traced at every call).
 ``--quick`` keeps repeats small and runs the heavy parts on the small model only.
 """
 
@@ -303,6 +304,31 @@ def eigsh_run(wl, repeats, k=5, tol=1e-6, num_matvecs=None):
     }
 
 
+def eager_calls(wl, repeats=3, k=5):
+    """Eager ``eigsh`` (no jit around it) on the library's Hessian operator, called again with
+    new keys: the kept program (one dispatch) against a user's wrapper of the same operator,
+    which is traced and compiled at every call (what every eager call cost before)."""
+    hvp = gl.curvature.hessian(wl.loss_fn, wl.params, wl.batch)
+    wrapped = lambda v: hvp(v)  # noqa: E731  (a plain callable: no kept program)
+
+    def call(op, seed):
+        t0 = time.perf_counter()
+        jax.block_until_ready(gl.spectral.eigsh(op, wl.params, k=k, key=jax.random.key(seed)))
+        return time.perf_counter() - t0
+
+    first = call(hvp, 0)
+    kept, traced = [], []
+    for i in range(repeats):  # alternating
+        kept.append(call(hvp, i + 1))
+        traced.append(call(wrapped, i + 1))
+    return {
+        "first_call_s": first,
+        "later_call_s": float(np.median(kept)),
+        "user_wrapper_every_call_s": float(np.median(traced)),
+        "ratio_wrapper_to_kept": float(np.median(traced) / np.median(kept)),
+    }
+
+
 def trace_run(wl, repeats, m=300, num_keys=5):
     params, batch = wl.params, wl.batch
 
@@ -469,6 +495,7 @@ def main() -> None:
         if size == "small":
             stage("compile_small", compile_times, wl)
             stage("loop_overhead_trivial_operator", loop_overhead)
+            stage("eager_eigsh_small", eager_calls, wl)
         stage(f"eigsh_{size}", eigsh_run, wl, reps)
         light = args.quick and size != "small"  # the wide HVP is slow on the shared CPU
         if not light:

@@ -9,6 +9,7 @@ import jax
 import jax.numpy as jnp
 
 from gradlab._src.errors import check_choice, check_int
+from gradlab._src.programs import pure_operator
 from gradlab._src.typing import Batch, MatVec, Params, PRNGKey
 from gradlab.curvature._checks import (
     as_vector_like,
@@ -274,4 +275,4 @@ def empirical_fisher(
         v = as_vector_like(v, params)
         return sum_over_examples(local, axis, (params, v), data, mask)
 
-    return matvec
+    return pure_operator(matvec)

@@ -8,6 +8,7 @@ from typing import Any
 import jax
 
 from gradlab._src.errors import bad_choice_message
+from gradlab._src.programs import pure_operator
 from gradlab._src.typing import Batch, MatVec, Params
 from gradlab.curvature._checks import (
     as_vector_like,
@@ -62,7 +63,7 @@ def gauss_newton_matvec(
         v = as_vector_like(v, params)
         return sum_over_examples(local, axis, (params, v), data, mask)
 
-    return matvec
+    return pure_operator(matvec)
 
 
 def resolve_loss(loss_fn: Any) -> Callable[..., Any]:

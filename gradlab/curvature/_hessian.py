@@ -8,6 +8,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
+from gradlab._src.programs import pure_operator
 from gradlab._src.typing import Batch, MatVec, Params
 from gradlab.curvature._checks import (
     as_vector_like,
@@ -119,7 +120,7 @@ def hessian(
         def linear_matvec(v: Any) -> Any:
             return hvp_linear(as_vector_like(v, params))
 
-        return linear_matvec
+        return pure_operator(linear_matvec)
 
     def local(rep: Any, shard: Any, weights: Any) -> Any:
         p, v = rep
@@ -129,7 +130,7 @@ def hessian(
         v = as_vector_like(v, params)
         return sum_over_examples(local, axis, (params, v), data, mask)
 
-    return matvec
+    return pure_operator(matvec)
 
 
 def per_example_losses(loss_fn: Callable[[Params, Batch], jax.Array], p: Params, batch: Any) -> Any:

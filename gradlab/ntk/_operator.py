@@ -9,6 +9,7 @@ import jax
 import jax.numpy as jnp
 
 from gradlab._src.errors import check_int
+from gradlab._src.programs import pure_operator
 from gradlab.distributed._batch import MaskedBatch
 from gradlab.distributed._parallel import data_axis, rows_over_examples, shape_only, split_mask
 
@@ -80,7 +81,7 @@ def ntk_operator(
         def matvec(v: jax.Array) -> jax.Array:
             return products(params, x, jnp.asarray(v, out.dtype), mask, lambda g: g)
 
-        return matvec
+        return pure_operator(matvec)
 
     def local(p: Any, shard: Any, _: Any) -> jax.Array:
         xs, vs, ms = shard
@@ -90,7 +91,7 @@ def ntk_operator(
         shard = (x, jnp.asarray(v, out.dtype), mask)
         return rows_over_examples(local, axis, params, shard, replicate_out=True)
 
-    return sharded_matvec
+    return pure_operator(sharded_matvec)
 
 
 def _tiles(x: jax.Array, size: int) -> tuple[jax.Array, int]:

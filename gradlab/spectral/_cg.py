@@ -10,6 +10,7 @@ import jax.numpy as jnp
 from jax import lax
 
 from gradlab._src.errors import check_int, check_real, check_same_structure
+from gradlab._src.programs import compile_once
 from gradlab._src.tree import ravel
 from gradlab.distributed._context import follow_operator_mesh
 from gradlab.spectral._common import check_callable, check_vector_like
@@ -42,6 +43,7 @@ class Solution(NamedTuple):
 
 
 @follow_operator_mesh
+@compile_once
 def cg(
     matvec: Callable[[Any], Any],
     b: Any,

@@ -9,6 +9,7 @@ import jax
 import jax.numpy as jnp
 
 from gradlab._src.errors import check_choice, check_int
+from gradlab._src.programs import compile_once
 from gradlab.distributed._context import follow_operator_mesh
 from gradlab.spectral._common import chunked_mean_var, prepare
 from gradlab.spectral._trace import Estimate, check_budget, sketch
@@ -19,6 +20,7 @@ _DIAG_ESTIMATORS = ("hutchinson", "xdiag")
 
 
 @follow_operator_mesh
+@compile_once
 def diagonal(
     matvec: Callable[[Any], Any],
     like: Any,

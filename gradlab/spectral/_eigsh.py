@@ -10,6 +10,7 @@ import jax.numpy as jnp
 from jax import lax
 
 from gradlab._src.errors import check_choice, check_int, check_real
+from gradlab._src.programs import compile_once
 from gradlab.distributed._context import follow_operator_mesh
 from gradlab.spectral._common import (
     BREAKDOWN_RTOL,
@@ -65,6 +66,7 @@ def _order(theta: jax.Array, which: str) -> jax.Array:
 
 
 @follow_operator_mesh
+@compile_once
 def eigsh(
     matvec: Callable[[Any], Any],
     like: Any,

@@ -10,11 +10,13 @@ import jax.numpy as jnp
 from jax import lax
 
 from gradlab._src.errors import check_int
+from gradlab._src.programs import compile_once
 from gradlab._src.tree import ravel
 from gradlab.distributed._context import follow_operator_mesh
 from gradlab.spectral._common import (
     BREAKDOWN_RTOL,
     advance_basis,
+    check_vector_like,
     concrete_is_zero,
     local_step,
     prepare,
@@ -128,12 +130,24 @@ def lanczos(
         Gragg, Kaufman & Stewart, "Reorthogonalization and stable algorithms for updating the
         Gram-Schmidt QR factorization", Math. Comp. 1976 (the criterion for the second pass).
     """
+    check_vector_like("v0", v0)
+    if concrete_is_zero(v0):  # before the kept program, which sees v0 traced
+        raise ValueError("v0 has zero norm: the Lanczos start vector must be nonzero")
+    return _lanczos(
+        matvec,
+        v0,
+        num_matvecs=num_matvecs,
+        reorthogonalize=reorthogonalize,
+        matvec_dtype=matvec_dtype,
+    )
+
+
+@compile_once
+def _lanczos(matvec, v0, *, num_matvecs, reorthogonalize, matvec_dtype):
     mv, n, dtype, _ = prepare(matvec, v0, "v0", matvec_dtype)
     m = check_int("num_matvecs", num_matvecs, 1, n)
     if not isinstance(reorthogonalize, bool):
         raise TypeError(f"reorthogonalize={reorthogonalize!r} must be a bool (True or False)")
-    if concrete_is_zero(v0):
-        raise ValueError("v0 has zero norm: the Lanczos start vector must be nonzero")
     flat, _ = ravel(v0)
     return run_lanczos(mv, flat.astype(dtype), m, reorthogonalize)
 

@@ -10,6 +10,7 @@ import jax.numpy as jnp
 from jax import lax
 
 from gradlab._src.errors import check_int, check_real
+from gradlab._src.programs import compile_once
 from gradlab.distributed._context import follow_operator_mesh
 from gradlab.spectral._common import prepare
 from gradlab.spectral._eigsh import Eigen
@@ -18,6 +19,7 @@ __all__ = ["power_iteration"]
 
 
 @follow_operator_mesh
+@compile_once
 def power_iteration(
     matvec: Callable[[Any], Any],
     like: Any,

@@ -9,6 +9,7 @@ import jax
 import jax.numpy as jnp
 
 from gradlab._src.errors import check_int, check_real
+from gradlab._src.programs import compile_once
 from gradlab.distributed._context import follow_operator_mesh
 from gradlab.spectral._common import eigh_high_precision, map_rows, prepare
 from gradlab.spectral._lanczos import run_lanczos
@@ -63,6 +64,7 @@ class DensityBand(NamedTuple):
 
 
 @follow_operator_mesh
+@compile_once
 def slq(
     matvec: Callable[[Any], Any],
     like: Any,

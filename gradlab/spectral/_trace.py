@@ -9,6 +9,7 @@ import jax
 import jax.numpy as jnp
 
 from gradlab._src.errors import check_choice, check_int
+from gradlab._src.programs import compile_once
 from gradlab.distributed._context import follow_operator_mesh
 from gradlab.spectral._common import chunked_mean_var, map_rows, prepare
 from gradlab.spectral._stratified import min_stratified_matvecs, stratified_trace
@@ -66,6 +67,7 @@ def sketch(mv: Callable, key: jax.Array, n: int, s: int, dtype: Any, chunk_size:
 
 
 @follow_operator_mesh
+@compile_once
 def trace(
     matvec: Callable[[Any], Any],
     like: Any,
