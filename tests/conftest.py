@@ -3,12 +3,31 @@
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
 
 # Keep XLA from grabbing every core per process when tests run under pytest-xdist.
 os.environ.setdefault("XLA_FLAGS", "--xla_cpu_multi_thread_eigen=false")
 
-import jax
-import pytest
+# One XLA compilation cache per test run, shared by the xdist workers and every process they
+# start (notebook kernels, CLI and multi-device subprocesses inherit the environment): many
+# tests compile the same programs (a transform rebuilt with the same settings, a smoke
+# reproduction run by its notebook and by the CLI). It starts empty at every run, so nothing
+# carries over between runs. Programs under 0.1 s of compile time are not worth the write.
+_RUN = os.environ.get("PYTEST_XDIST_TESTRUNUID")
+_OWNED = None
+if "JAX_COMPILATION_CACHE_DIR" not in os.environ:
+    if _RUN:
+        _CACHE = os.path.join(tempfile.gettempdir(), f"gradlab-tests-xla-{_RUN}")
+        os.makedirs(_CACHE, exist_ok=True)
+    else:
+        _CACHE = _OWNED = tempfile.mkdtemp(prefix="gradlab-tests-xla-")
+    os.environ["JAX_COMPILATION_CACHE_DIR"] = _CACHE
+    os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0.1")
+    os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "0")
+
+import jax  # noqa: E402  (after the environment above: jax reads it at import)
+import pytest  # noqa: E402
 
 # The tests run thousands of tiny programs, so XLA's compile time dominates their run time:
 # skip the expensive LLVM backend passes (HLO-level simplification and fusion still run, so
@@ -16,6 +35,13 @@ import pytest
 # kernels and CLI subprocesses, which run longer programs, keep the default optimisation (except
 # the compile-bound smoke notebooks named in tests/experiments/test_notebooks.py).
 jax.config.update("jax_disable_most_optimizations", True)
+jax.config.update("jax_compilation_cache_dir", os.environ["JAX_COMPILATION_CACHE_DIR"])
+
+
+def pytest_unconfigure(config):
+    """The process that made the run's compilation cache (not a worker) removes it."""
+    if _OWNED and not os.environ.get("PYTEST_XDIST_WORKER"):
+        shutil.rmtree(_OWNED, ignore_errors=True)
 
 
 @pytest.fixture(autouse=True)
