@@ -15,6 +15,7 @@ import jax.numpy as jnp
 from jax.flatten_util import ravel_pytree
 
 from gradlab._src.errors import check_choice
+from gradlab._src.random import rademacher
 
 __all__ = [
     "flat_matvec",
@@ -73,7 +74,7 @@ def tree_random_like(
     for k, leaf in zip(keys, leaves, strict=False):
         dtype = jnp.result_type(leaf)
         if distribution == "rademacher":
-            out.append(jax.random.rademacher(k, jnp.shape(leaf), dtype=dtype))
+            out.append(rademacher(k, jnp.shape(leaf), dtype=dtype))
         else:
             out.append(jax.random.normal(k, jnp.shape(leaf), dtype=dtype))
     return jax.tree_util.tree_unflatten(treedef, out)

@@ -10,6 +10,7 @@ import jax.numpy as jnp
 
 from gradlab._src.errors import check_choice, check_int
 from gradlab._src.programs import compile_once
+from gradlab._src.random import rademacher
 from gradlab.distributed._context import follow_operator_mesh
 from gradlab.spectral._common import chunked_mean_var, prepare
 from gradlab.spectral._trace import Estimate, check_budget, sketch
@@ -86,7 +87,7 @@ def diagonal(
     if estimator == "hutchinson":
 
         def sample(k):
-            z = jax.random.rademacher(k, (n,), dtype)
+            z = rademacher(k, (n,), dtype)
             return z * mv(z)
 
         mean, var = chunked_mean_var(sample, jax.random.split(key, budget), chunk_size)

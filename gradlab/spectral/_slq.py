@@ -10,6 +10,7 @@ import jax.numpy as jnp
 
 from gradlab._src.errors import check_int, check_real
 from gradlab._src.programs import compile_once
+from gradlab._src.random import rademacher
 from gradlab.distributed._context import follow_operator_mesh
 from gradlab.spectral._common import eigh_high_precision, map_rows, prepare
 from gradlab.spectral._lanczos import run_lanczos
@@ -87,9 +88,9 @@ def slq(
     exact for polynomials of degree ``< 2m``. Since :math:`\mathbb E[q q^\top] = I / n`, the
     average over probes estimates :math:`\frac1n \operatorname{tr} f(A) = \int f\, d\mu` for the
     spectral measure :math:`\mu = \frac1n\sum_i \delta_{\lambda_i}`. The tridiagonals are
-    diagonalised in float64 when x64 is enabled. Probe ``p`` is
-    ``jax.random.rademacher(jax.random.split(key, num_probes)[p], (n,), dtype)`` on the
-    raveled vector, so results are reproducible.
+    diagonalised in float64 when x64 is enabled. Probe ``p`` is the Rademacher vector drawn
+    from ``jax.random.split(key, num_probes)[p]`` on the raveled vector (one random bit per
+    entry, ``gradlab._src.random.rademacher``), so results are reproducible.
 
     Cost: ``num_probes * num_matvecs`` matvecs; memory ``O(chunk_size * m * n)``.
 
@@ -136,7 +137,7 @@ def slq(
     keys = jax.random.split(key, num_probes)
 
     def one(k):
-        z = jax.random.rademacher(k, (n,), dtype)
+        z = rademacher(k, (n,), dtype)
         res = run_lanczos(mv, z, m)
         t = jnp.diag(res.alphas) + jnp.diag(res.betas, 1) + jnp.diag(res.betas, -1)
         vals, vecs = eigh_high_precision(t)

@@ -30,6 +30,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
+from gradlab._src.random import rademacher
 from gradlab.spectral._common import map_rows
 
 __all__ = ["min_stratified_matvecs", "stratified_trace"]
@@ -68,7 +69,7 @@ def stratified_trace(
         k, b = args
         idx = lax.iota(jnp.int32, n)
         mask = (idx >= starts[b]) & (idx < stops[b])
-        z = jnp.where(mask, jax.random.rademacher(k, (n,), dtype), jnp.zeros((), dtype))
+        z = jnp.where(mask, rademacher(k, (n,), dtype), jnp.zeros((), dtype))
         return jnp.vdot(z, mv(z))
 
     keys = jax.random.split(key, budget)

@@ -10,6 +10,7 @@ import jax.numpy as jnp
 
 from gradlab._src.errors import check_choice, check_int
 from gradlab._src.programs import compile_once
+from gradlab._src.random import rademacher
 from gradlab.distributed._context import follow_operator_mesh
 from gradlab.spectral._common import chunked_mean_var, map_rows, prepare
 from gradlab.spectral._stratified import min_stratified_matvecs, stratified_trace
@@ -55,7 +56,7 @@ def sketch(mv: Callable, key: jax.Array, n: int, s: int, dtype: Any, chunk_size:
     normalised ``i``-th column of ``R^{-T}``: the unit vector orthogonal to every column of
     ``R`` but the ``i``-th, so that the leave-one-out basis is ``Q (I - s_i s_i^T)``.
     """
-    omega = jax.random.rademacher(key, (s, n), dtype)
+    omega = rademacher(key, (s, n), dtype)
     y = map_rows(mv, omega, chunk_size)
     q_cols, r = jnp.linalg.qr(y.T)
     q = q_cols.T
@@ -173,7 +174,7 @@ def trace(
         keys = jax.random.split(key, budget)
 
         def sample(k):
-            z = jax.random.rademacher(k, (n,), dtype)
+            z = rademacher(k, (n,), dtype)
             return jnp.vdot(z, mv(z))
 
         mean, var = chunked_mean_var(sample, keys, chunk_size)
@@ -183,13 +184,13 @@ def trace(
         s = min(budget // 3, n)
         num_hutch = budget - 2 * s
         k_sketch, k_hutch = jax.random.split(key)
-        probes = jax.random.rademacher(k_sketch, (s, n), dtype)
+        probes = rademacher(k_sketch, (s, n), dtype)
         y = map_rows(mv, probes, chunk_size)
         q = jnp.linalg.qr(y.T)[0].T  # (s, n) orthonormal rows
         top = jnp.sum(q * map_rows(mv, q, chunk_size))
 
         def deflated(k):
-            z = jax.random.rademacher(k, (n,), dtype)
+            z = rademacher(k, (n,), dtype)
             g = z - (q @ z) @ q
             return jnp.vdot(g, mv(g))
 

@@ -8,6 +8,7 @@ import numpy as np
 from jax.flatten_util import ravel_pytree
 
 import gradlab as gl
+from gradlab._src.random import rademacher
 from tests.spectral._operators import tiny_mlp_problem
 
 
@@ -66,7 +67,7 @@ def test_all_algorithms_agree_with_dense_hessian(x64):
     # SLQ: full-depth quadrature reproduces q^T H q for each probe.
     sd = out["slq"]
     for p, k in enumerate(jax.random.split(key, 3)):
-        z = np.asarray(jax.random.rademacher(k, (n,), jnp.float64))
+        z = np.asarray(rademacher(k, (n,), jnp.float64))
         q = z / np.linalg.norm(z)
         np.testing.assert_allclose(np.sum(sd.weights[p] * sd.nodes[p]), q @ h @ q, atol=1e-10)
 

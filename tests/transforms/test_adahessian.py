@@ -124,3 +124,16 @@ def test_missing_key_and_obj_fn(key):
     p = jnp.ones(2)
     with pytest.raises(ValueError, match="obj_fn"):
         tx.update(p, tx.init(p), p)
+
+
+def test_every_step_estimate_has_no_branch(key):
+    """With ``update_interval=1`` the HVP is not inside ``lax.cond``: in the caller's program XLA
+    can then merge the HVP's own gradient pass with the caller's gradient (a cond hides it)."""
+    obj = lambda p: jnp.sum(jnp.sin(p) ** 2)  # noqa: E731
+    p = jnp.ones(3)
+
+    def step(tx):
+        return jax.make_jaxpr(lambda q: tx.update(jax.grad(obj)(q), tx.init(q), q, obj_fn=obj))(p)
+
+    assert "cond" not in str(step(scale_by_adahessian(key=key)))
+    assert "cond" in str(step(scale_by_adahessian(key=key, update_interval=2)))
