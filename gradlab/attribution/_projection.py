@@ -20,6 +20,7 @@ import numpy as np
 from jax import lax
 
 from gradlab._src.errors import check_int
+from gradlab._src.random import rademacher
 from gradlab._src.tree import tree_dtype, tree_size
 
 __all__ = [
@@ -70,7 +71,7 @@ def projector(key: jax.Array, like: Any, dim: int) -> Callable[[jax.Array], jax.
     scale = 1.0 / jnp.sqrt(jnp.asarray(dim, dtype))
 
     def block(b: jax.Array) -> jax.Array:
-        return jax.random.rademacher(jax.random.fold_in(key, b), (rows, dim), dtype=dtype)
+        return rademacher(jax.random.fold_in(key, b), (rows, dim), dtype=dtype)
 
     def project(flat: jax.Array) -> jax.Array:
         flat = jnp.pad(flat.astype(dtype), (0, padded - num_params))
@@ -113,12 +114,8 @@ def kronecker_projector(key: jax.Array, like: Any, dim: int) -> Callable[[jax.Ar
     key_a, key_b = jax.random.split(key)
 
     def project(flat: jax.Array) -> jax.Array:
-        r_a = jax.random.rademacher(key_a, (a, k_a), dtype=dtype) / jnp.sqrt(
-            jnp.asarray(k_a, dtype)
-        )
-        r_b = jax.random.rademacher(key_b, (b, k_b), dtype=dtype) / jnp.sqrt(
-            jnp.asarray(k_b, dtype)
-        )
+        r_a = rademacher(key_a, (a, k_a), dtype=dtype) / jnp.sqrt(jnp.asarray(k_a, dtype))
+        r_b = rademacher(key_b, (b, k_b), dtype=dtype) / jnp.sqrt(jnp.asarray(k_b, dtype))
         m = jnp.pad(flat.astype(dtype), (0, a * b - num_params)).reshape(a, b)
         return (r_a.T @ (m @ r_b)).reshape(dim)
 
