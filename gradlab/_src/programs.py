@@ -67,7 +67,9 @@ def _split(kwargs: dict) -> tuple[dict, dict] | None:
     static, dynamic = {}, {}
     for name, value in kwargs.items():
         leaves = jax.tree_util.tree_leaves(value)
-        if leaves and all(_is_concrete_array(leaf) for leaf in leaves):
+        if _is_concrete_array(value) and value.ndim == 0 and _is_count(value.dtype):
+            static[name] = value.item()  # k=jnp.asarray(2): a count the algorithm checks
+        elif leaves and all(_is_concrete_array(leaf) for leaf in leaves):
             dynamic[name] = value
         elif any(isinstance(leaf, jax.Array | np.ndarray) for leaf in leaves):
             return None  # traced, or arrays mixed with other values
@@ -76,6 +78,12 @@ def _split(kwargs: dict) -> tuple[dict, dict] | None:
         else:
             static[name] = value
     return static, dynamic
+
+
+def _is_count(dtype: Any) -> bool:
+    return jax.numpy.issubdtype(dtype, jax.numpy.integer) or jax.numpy.issubdtype(
+        dtype, jax.numpy.bool_
+    )
 
 
 def _signature(tree: Any) -> tuple:

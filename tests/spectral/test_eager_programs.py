@@ -172,3 +172,13 @@ def test_operator_built_inside_a_transformation_is_not_kept(x64):
     step = 1e-3
     fd = (solve_norm(1.0 + step) - solve_norm(1.0 - step)) / (2 * step)
     np.testing.assert_allclose(grad, fd, rtol=1e-2)
+
+
+def test_array_valued_options_work_as_before(x64):
+    """A 0-d integer array for a count is read as that count; a float array for a tolerance
+    is an argument of the program."""
+    hvp, params, _ = _counted_hessian()
+    key = jax.random.key(0)
+    plain = gl.spectral.eigsh(hvp, params, k=2, key=key)
+    as_array = gl.spectral.eigsh(hvp, params, k=jnp.asarray(2), key=key, tol=jnp.asarray(1e-6))
+    np.testing.assert_allclose(as_array.eigenvalues, plain.eigenvalues, rtol=1e-10)
