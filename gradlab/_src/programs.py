@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import collections
 import functools
+import inspect
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -99,9 +100,19 @@ def compile_once(fn: F) -> F:
     (ints, floats, strings) are part of the table's key. Anything else calls ``fn`` directly.
     """
 
+    signature = inspect.signature(fn)
+
     @functools.wraps(fn)
     def wrapper(matvec: Any, vector: Any, **kwargs: Any) -> Any:
-        split = _split(kwargs) if _is_pure(matvec) else None
+        split = None
+        if _is_pure(matvec):
+            try:  # defaults filled in: eigsh(k=2) and eigsh(k=2, which="largest") share a key
+                bound = signature.bind(matvec, vector, **kwargs)
+            except TypeError:
+                return fn(matvec, vector, **kwargs)  # let fn report the bad call
+            bound.apply_defaults()
+            kwargs = dict(list(bound.arguments.items())[2:])
+            split = _split(kwargs)
         leaves = jax.tree_util.tree_leaves(vector)
         if split is None or not all(_is_concrete_array(leaf) for leaf in leaves):
             return fn(matvec, vector, **kwargs)
