@@ -14,15 +14,11 @@ os.environ.setdefault("XLA_FLAGS", "--xla_cpu_multi_thread_eigen=false")
 # tests compile the same programs (a transform rebuilt with the same settings, a smoke
 # reproduction run by its notebook and by the CLI). It starts empty at every run, so nothing
 # carries over between runs. Programs under 0.1 s of compile time are not worth the write.
-_RUN = os.environ.get("PYTEST_XDIST_TESTRUNUID")
+# The pytest process makes it before it starts the workers, which inherit the variable.
 _OWNED = None
 if "JAX_COMPILATION_CACHE_DIR" not in os.environ:
-    if _RUN:
-        _CACHE = os.path.join(tempfile.gettempdir(), f"gradlab-tests-xla-{_RUN}")
-        os.makedirs(_CACHE, exist_ok=True)
-    else:
-        _CACHE = _OWNED = tempfile.mkdtemp(prefix="gradlab-tests-xla-")
-    os.environ["JAX_COMPILATION_CACHE_DIR"] = _CACHE
+    _OWNED = tempfile.mkdtemp(prefix="gradlab-tests-xla-")
+    os.environ["JAX_COMPILATION_CACHE_DIR"] = _OWNED
     os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0.1")
     os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "0")
 
@@ -39,8 +35,8 @@ jax.config.update("jax_compilation_cache_dir", os.environ["JAX_COMPILATION_CACHE
 
 
 def pytest_unconfigure(config):
-    """The process that made the run's compilation cache (not a worker) removes it."""
-    if _OWNED and not os.environ.get("PYTEST_XDIST_WORKER"):
+    """The process that made the run's compilation cache removes it."""
+    if _OWNED:
         shutil.rmtree(_OWNED, ignore_errors=True)
 
 

@@ -32,7 +32,7 @@ import jax
 import numpy as np
 from jax.extend.core import ClosedJaxpr, jaxpr_as_fun
 
-__all__ = ["PER_OPERATOR", "compile_once", "pure_operator"]
+__all__ = ["PER_OPERATOR", "compile_once", "kept", "pure_operator"]
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -41,6 +41,21 @@ PER_OPERATOR = 8
 
 _PURE = "_gradlab_pure"
 _TABLE = "_gradlab_algorithm_programs"
+
+
+def kept(table: collections.OrderedDict, key: Any, make: Callable[[], Any], size: int) -> Any:
+    """``table[key]``, made by ``make()`` on a miss, with at most ``size`` entries (least
+    recently used dropped). A ``None`` from ``make`` is returned but not kept; an unhashable
+    ``key`` raises ``TypeError`` before anything is made."""
+    value = table.pop(key, None)
+    if value is None:
+        value = make()
+        if value is None:
+            return None
+    table[key] = value
+    while len(table) > size:
+        table.popitem(last=False)
+    return value
 
 
 def pure_operator(matvec: F) -> F:
@@ -117,36 +132,35 @@ def compile_once(fn: F) -> F:
         if split is None or not all(_is_concrete_array(leaf) for leaf in leaves):
             return fn(matvec, vector, **kwargs)
         static, dynamic = split
-        try:
-            key = (
-                fn.__qualname__,
-                tuple(sorted(static.items())),
-                _signature((vector, dynamic)),
-                bool(jax.config.jax_enable_x64),
-            )
-            hash(key)
-        except TypeError:  # an unhashable option value
-            return fn(matvec, vector, **kwargs)
-        table = matvec.__dict__.setdefault(_TABLE, collections.OrderedDict())
-        entry = table.get(key)
-        if entry is None:
+        key = (
+            fn.__qualname__,
+            tuple(sorted(static.items())),
+            _signature((vector, dynamic)),
+            bool(jax.config.jax_enable_x64),
+        )
+
+        def make() -> tuple | None:
             closed, out_shape = jax.make_jaxpr(
                 lambda v, d: fn(matvec, v, **static, **d), return_shape=True
             )(vector, dynamic)
             consts = list(closed.consts)
             if not all(_is_concrete_array(c) for c in jax.tree_util.tree_leaves(consts)):
-                return fn(matvec, vector, **kwargs)  # the operator closes over tracers
+                return None  # the operator closes over tracers
             jaxpr = closed.jaxpr
 
             def run(consts: list, flat: list) -> list:
                 return jaxpr_as_fun(ClosedJaxpr(jaxpr, consts))(*flat)
 
-            entry = (jax.jit(run), consts, jax.tree_util.tree_structure(out_shape))
-            table[key] = entry
-            while len(table) > PER_OPERATOR:
-                table.popitem(last=False)
-        else:
-            table.move_to_end(key)
+            return jax.jit(run), consts, jax.tree_util.tree_structure(out_shape)
+
+        try:
+            hash(key)
+        except TypeError:  # an unhashable option value
+            return fn(matvec, vector, **kwargs)
+        table = matvec.__dict__.setdefault(_TABLE, collections.OrderedDict())
+        entry = kept(table, key, make, PER_OPERATOR)
+        if entry is None:
+            return fn(matvec, vector, **kwargs)
         program, consts, out_tree = entry
         flat = jax.tree_util.tree_leaves((vector, dynamic))
         return jax.tree_util.tree_unflatten(out_tree, program(consts, flat))

@@ -16,7 +16,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-__all__ = ["rademacher", "rademacher_like"]
+__all__ = ["rademacher"]
 
 _BITS = 32
 
@@ -29,14 +29,3 @@ def rademacher(key: jax.Array, shape: Sequence[int], dtype: Any = jnp.float32) -
     bits = (words[:, None] >> jnp.arange(_BITS, dtype=jnp.uint32)) & 1
     bits = bits.reshape(-1)[:size].reshape(shape)
     return (1 - 2 * bits.astype(jnp.int32)).astype(dtype)
-
-
-def rademacher_like(key: jax.Array, like: Any) -> Any:
-    """A Rademacher pytree shaped like ``like`` (each leaf its own key and dtype)."""
-    leaves, treedef = jax.tree_util.tree_flatten(like)
-    keys = jax.random.split(key, max(len(leaves), 1))
-    out = [
-        rademacher(k, jnp.shape(leaf), jnp.result_type(leaf))
-        for k, leaf in zip(keys, leaves, strict=False)
-    ]
-    return jax.tree_util.tree_unflatten(treedef, out)

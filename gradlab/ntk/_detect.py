@@ -49,6 +49,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from gradlab._src.programs import kept
 from gradlab.ntk._layout import make_layout
 
 # rows of the per-example parameter-JVP comparison taken from each end of the batch
@@ -108,15 +109,9 @@ _PROGRAMS: collections.OrderedDict = collections.OrderedDict()
 
 def _cached(key: tuple, make: Callable[[], Callable]) -> Callable:
     try:
-        program = _PROGRAMS.pop(key, None)
+        return kept(_PROGRAMS, key, make, _CACHE_SIZE)
     except TypeError:  # an unhashable option (e.g. trace_axes as a list): compile per call
         return make()
-    if program is None:
-        program = make()
-    _PROGRAMS[key] = program
-    while len(_PROGRAMS) > _CACHE_SIZE:
-        _PROGRAMS.popitem(last=False)
-    return program
 
 
 def _probe(apply_fn: Callable) -> Callable:

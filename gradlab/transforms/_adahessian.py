@@ -9,7 +9,7 @@ import jax.numpy as jnp
 import optax
 
 from gradlab._src.errors import check_int, check_real
-from gradlab._src.random import rademacher_like
+from gradlab._src.tree import tree_random_like
 from gradlab.transforms._common import require_extra_arg
 from gradlab.transforms._dicesgd import canonical_key, check_learning_rate
 
@@ -59,7 +59,7 @@ def hutchinson_diagonal(obj_fn: Any, params: Any, key: jax.Array) -> Any:
 
     One forward-over-reverse Hessian-vector product (``jax.jvp`` of ``jax.grad``).
     """
-    z = rademacher_like(key, params)
+    z = tree_random_like(key, params)  # Rademacher, one random bit per entry
     hz = jax.jvp(jax.grad(obj_fn), (params,), (z,))[1]
     return jax.tree.map(lambda zi, hi: (zi * hi).astype(zi.dtype), z, hz)
 

@@ -1,4 +1,5 @@
-"""The one-bit-per-entry Rademacher sampler: values, balance, independence, shapes, keys."""
+"""The one-bit-per-entry Rademacher sampler: values, balance, independence, shapes, keys
+(alone and through ``tree_random_like``)."""
 
 from __future__ import annotations
 
@@ -7,7 +8,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from gradlab._src.random import rademacher, rademacher_like
+from gradlab._src.random import rademacher
+from gradlab._src.tree import tree_random_like
 
 
 @pytest.mark.parametrize("shape", [(), (1,), (31,), (32,), (33,), (7, 5, 3)])
@@ -42,6 +44,6 @@ def test_keys_give_independent_draws_and_vmap_matches_the_loop():
 
 def test_like_follows_the_tree_and_dtypes():
     like = {"w": jnp.zeros((3, 4)), "b": jnp.zeros(4, jnp.bfloat16)}
-    z = rademacher_like(jax.random.key(0), like)
+    z = tree_random_like(jax.random.key(0), like)
     assert jax.tree.structure(z) == jax.tree.structure(like)
     assert z["w"].shape == (3, 4) and z["b"].dtype == jnp.bfloat16
